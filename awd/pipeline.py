@@ -1,0 +1,157 @@
+"""The generic workflow stages, one function each, called by the thin scripts in
+``workflow/scripts/``. Every stage works for any registered domain."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from awd.domain import Dataset, get_domain
+from awd.io import atomic_dir, read_json, write_json
+
+log = logging.getLogger("awd")
+
+
+@contextlib.contextmanager
+def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = None) -> Iterator[None]:
+    """Run a stage: log to ``log_file``, pin torch to ``threads``, deterministic algorithms.
+
+    Errors are logged with the stage name before they propagate, so the rule's log says
+    what failed and where.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    if seed is not None:
+        torch.manual_seed(seed)
+    log.info("stage %s: threads=%d", name, threads)
+    try:
+        yield
+    except Exception as err:
+        log.error("stage %s failed: %s: %s", name, type(err).__name__, err)
+        raise
+    log.info("stage %s: done", name)
+
+
+def run_simulate(domain: str, cfg: dict, raw_dir: str | Path, threads: int = 1) -> None:
+    """Write the domain's mock raw data; the folder appears only when complete."""
+    dom = get_domain(domain)
+    with atomic_dir(raw_dir) as tmp:
+        dom.simulate(cfg, Path(tmp), threads=threads)
+
+
+def run_ingest(domain: str, cfg: dict, raw_dir: str | Path, out_dir: str | Path, dataset_path: str | Path,
+               threads: int = 1) -> Dataset:
+    """Read raw files into the dataset file (and the domain's side tables in ``out_dir``)."""
+    dom = get_domain(domain)
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        from awd.io import InputError
+
+        raise InputError(raw_dir, f"data folder of domain '{domain}' does not exist (config {domain}.data.root)")
+    ds = dom.ingest(cfg, raw_dir, Path(out_dir), threads=threads)
+    counts = {s: int((ds.split == s).sum()) for s in ("train", "val", "test")}
+    log.info("ingest %s: %d samples %s, X %s", domain, len(ds.X), counts, ds.X.shape[1:])
+    ds.save(dataset_path)
+    return ds
+
+
+def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: str | Path,
+                metrics_path: str | Path, checkpoint: str | Path | None = None) -> dict:
+    """Train the domain's teacher; write the weights and its test metrics."""
+    import torch
+
+    from awd.stats import r2, rmse
+    from awd.teacher import TeacherConfig, fit_teacher, predict, save_teacher
+
+    dom = get_domain(domain)
+    ds = Dataset.load(dataset_path)
+    tcfg = TeacherConfig.from_dict(cfg["teacher"])
+    torch.manual_seed(tcfg.seed)
+    core = dom.build_teacher(cfg, ds)
+    model, history = fit_teacher(core, ds, tcfg, checkpoint=checkpoint)
+    test = ds.subset("test")
+    pred = predict(model, test.X, tcfg.batch_size)
+    metrics = {"history": history, "targets": {}}
+    for j, name in enumerate(ds.target_names):
+        metrics["targets"][name] = {"test_rmse": rmse(test.y[:, j], pred[:, j]),
+                                    "test_r2": r2(test.y[:, j], pred[:, j])}
+    save_teacher(model_path, model)
+    write_json(metrics_path, metrics)
+    if checkpoint is not None and Path(checkpoint).exists():
+        Path(checkpoint).unlink()
+    log.info("teacher %s: %s", domain, metrics["targets"])
+    return metrics
+
+
+def load_domain_teacher(domain: str, cfg: dict, ds: Dataset, model_path: str | Path):
+    """The trained, frozen teacher of a domain."""
+    from awd.teacher import load_teacher
+
+    return load_teacher(model_path, get_domain(domain).build_teacher(cfg, ds))
+
+
+def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: str | Path, index: int,
+                out_path: str | Path, checkpoint: str | Path | None = None) -> None:
+    """Distill the teacher along the gamma grid for the ``index``-th lambda."""
+    from awd.distill import DistillConfig, distill_path, save_results
+
+    dom = get_domain(domain)
+    ds = Dataset.load(dataset_path)
+    teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
+    dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target)})
+    train, val = ds.subset("train"), ds.subset("val")
+    X_train = train.X
+    cap = cfg["distill"].get("max_train")
+    if cap and len(X_train) > cap:
+        rng = np.random.default_rng(dcfg.seed)
+        X_train = X_train[np.sort(rng.choice(len(X_train), cap, replace=False))]
+    lam = dcfg.lambdas[index]
+    results = distill_path(teacher, X_train, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,
+                           checkpoint=checkpoint)
+    save_results(out_path, results)
+    if checkpoint is not None and Path(checkpoint).exists():
+        Path(checkpoint).unlink()
+
+
+def run_heads(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: str | Path,
+              grid_paths: list[str | Path], out_dir: str | Path, threads: int = 1) -> dict:
+    """Fit the domain's heads over the learned wavelets; the domain writes table.csv and wavelet.json."""
+    from awd.distill import load_results
+
+    dom = get_domain(domain)
+    ds = Dataset.load(dataset_path)
+    teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
+    grid = [r for p in grid_paths for r in load_results(p)]
+    summary = dom.fit_heads(cfg, ds, grid, teacher, Path(out_dir), threads=threads)
+    log.info("heads %s: %s", domain, summary)
+    return summary
+
+
+def run_figures(domain: str, cfg: dict, results_dir: str | Path, raw_dir: str | Path,
+                fig_dir: str | Path) -> list[Path]:
+    """Draw the domain's figures into ``fig_dir`` (created only when all are drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    dom = get_domain(domain)
+    with atomic_dir(fig_dir) as tmp:
+        written = dom.figures(cfg, Path(results_dir), Path(raw_dir), Path(tmp))
+    return [Path(fig_dir) / Path(p).name for p in written]
+
+
+def read_metrics(path: str | Path) -> dict:
+    return read_json(path)

@@ -1,0 +1,61 @@
+"""The paper-style summary: every domain's result table beside the published numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from awd.domain import get_domain
+from awd.io import atomic_path
+
+
+def domain_summary(domain: str, table_path: str | Path, cfg: dict) -> pd.DataFrame:
+    """One domain's table with the paper's value per method and the data provenance."""
+    dom = get_domain(domain)
+    table = pd.read_csv(table_path)
+    metric = dom.metric
+    if metric not in table.columns or "method" not in table.columns:
+        raise ValueError(f"{table_path}: expected columns 'method' and '{metric}', got {list(table.columns)}")
+    paper = {k.lower(): v for k, v in dom.paper_reference.items()}
+    source = cfg.get("data", {}).get("source", "files")
+    data_label = {"mock": "mock data (embedded simulator)", "files": "user data files"}.get(source, source)
+    return pd.DataFrame({
+        "domain": domain,
+        "method": table["method"],
+        "metric": metric,
+        "value": table[metric],
+        "se": table[f"{metric}_se"] if f"{metric}_se" in table.columns else float("nan"),
+        "paper": [paper.get(str(m).lower(), float("nan")) for m in table["method"]],
+        "data": data_label,
+    })
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    lines = ["# AWD reproduction summary", ""]
+    for domain, part in df.groupby("domain", sort=False):
+        dom = get_domain(domain)
+        metric = part["metric"].iloc[0]
+        lines += [f"## {domain} ({metric.upper()}, test split) — {part['data'].iloc[0]}", ""]
+        if part["data"].iloc[0].startswith("mock"):
+            lines += ["Numbers below come from simulated data, not from the paper's data set; the paper's "
+                      "column is shown for orientation only.", ""]
+        lines += [f"| method | {metric} | ± se | paper |", "|---|---|---|---|"]
+        for _, r in part.iterrows():
+            paper = "" if pd.isna(r["paper"]) else f"{r['paper']:.5g}"
+            se = "" if pd.isna(r["se"]) else f"{r['se']:.2g}"
+            lines.append(f"| {r['method']} | {r['value']:.5g} | {se} | {paper} |")
+        if dom.paper_source:
+            lines += ["", f"Paper numbers: {dom.paper_source}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(tables: dict[str, str | Path], configs: dict[str, dict], csv_path: str | Path,
+                  md_path: str | Path) -> pd.DataFrame:
+    """Write the combined summary as CSV and Markdown."""
+    df = pd.concat([domain_summary(d, p, configs[d]) for d, p in tables.items()], ignore_index=True)
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(_markdown(df))
+    return df

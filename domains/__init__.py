@@ -1,0 +1,1 @@
+"""Scientific domains shipped with the workbench; each registers an ``awd.domain.Domain``."""

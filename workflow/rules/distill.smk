@@ -1,0 +1,25 @@
+# AWD: one job per lambda, each a warm-started continuation over the gamma grid.
+
+
+rule distill:
+    input:
+        dataset="results/{domain}/data/dataset.npz",
+        teacher="results/{domain}/teacher/teacher.pt",
+    output:
+        "results/{domain}/distill/lambda_{index}.json",
+    params:
+        cfg=domain_config,
+        checkpoint="results/{domain}/distill/lambda_{index}.checkpoint.pt",
+        code=code_version,
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    log:
+        "logs/{domain}/distill_{index}.log",
+    benchmark:
+        "benchmarks/runs/{domain}/distill_{index}.tsv"
+    conda:
+        "../envs/awd.yaml"
+    script:
+        "../scripts/distill.py"

@@ -1,0 +1,25 @@
+# The teacher network of each domain, trained on the train split and checkpointed per epoch.
+
+
+rule teacher:
+    input:
+        dataset="results/{domain}/data/dataset.npz",
+    output:
+        model="results/{domain}/teacher/teacher.pt",
+        metrics="results/{domain}/teacher/metrics.json",
+    params:
+        cfg=domain_config,
+        checkpoint="results/{domain}/teacher/checkpoint.pt",
+        code=code_version,
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        "logs/{domain}/teacher.log",
+    benchmark:
+        "benchmarks/runs/{domain}/teacher.tsv"
+    conda:
+        "../envs/awd.yaml"
+    script:
+        "../scripts/teacher.py"
