@@ -1,4 +1,10 @@
 # Paper-style summary of all domains next to the published numbers, and provenance.
+# Both are bookkeeping: on a cluster they run on the submit host.
+
+
+localrules:
+    summary,
+    provenance,
 
 
 rule summary:
