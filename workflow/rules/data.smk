@@ -15,7 +15,7 @@ rule simulate:
     log:
         "logs/{domain}/simulate.log",
     benchmark:
-        "benchmarks/runs/{domain}/simulate.tsv"
+        "results/{domain}/benchmarks/simulate.tsv"
     conda:
         "../envs/awd.yaml"
     script:
@@ -39,7 +39,7 @@ rule ingest:
     log:
         "logs/{domain}/ingest.log",
     benchmark:
-        "benchmarks/runs/{domain}/ingest.tsv"
+        "results/{domain}/benchmarks/ingest.tsv"
     conda:
         "../envs/awd.yaml"
     script:

@@ -18,7 +18,7 @@ rule distill:
     log:
         "logs/{domain}/distill_{index}.log",
     benchmark:
-        "benchmarks/runs/{domain}/distill_{index}.tsv"
+        "results/{domain}/benchmarks/distill_{index}.tsv"
     conda:
         "../envs/awd.yaml"
     script:

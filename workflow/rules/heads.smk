@@ -25,7 +25,7 @@ rule heads:
     log:
         "logs/{domain}/heads.log",
     benchmark:
-        "benchmarks/runs/{domain}/heads.tsv"
+        "results/{domain}/benchmarks/heads.tsv"
     conda:
         "../envs/awd.yaml"
     script:

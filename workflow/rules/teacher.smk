@@ -18,7 +18,7 @@ rule teacher:
     log:
         "logs/{domain}/teacher.log",
     benchmark:
-        "benchmarks/runs/{domain}/teacher.tsv"
+        "results/{domain}/benchmarks/teacher.tsv"
     conda:
         "../envs/awd.yaml"
     script:

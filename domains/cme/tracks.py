@@ -1,0 +1,765 @@
+"""cmeAnalysis track processing, auxilin labels and the 40-point AWD input traces.
+
+:func:`process_tracks` turns linked detections into the two tables cell biologists expect,
+following cmeAnalysis ``runTrackProcessing`` and ``runSlaveChannelClassification``:
+
+* drop single-frame tracks and tracks within ceil(4 sigma) px of the image border;
+* visibility (1 complete, 2 cut by the movie ends, 3 persistent), 5-frame start/end buffers
+  of complete tracks and the gap frames, all re-fitted in both channels at the track
+  position (free-position fit, or fixed-position amplitude fit if it wanders > ceil(2 sigma));
+* gap status (valid if 1 frame long or between segments longer than 1 frame), categories
+  ``catIdx`` 1-8 with the cmeAnalysis fixes (invalid-gap tracks reaching the 2.5th percentile
+  of their lifetime cohort become 1; buffer, hotspot-splitting, gap-fraction and displacement
+  checks), ``isCCP``, MSD / total displacement, and the slave-channel significance flags;
+* the Yu-group auxilin labels (significant = p < 0.05 of the auxilin amplitude at the clathrin
+  position): ``y_consec_sig``, ``y_conservative_thresh``, ``aux_positive`` (= y_consec_thresh),
+  ``hotspot``, ``Y_sig_mean``.
+
+Tables (same column conventions as :mod:`domains.cme.cmeanalysis_io`, so existing cmeAnalysis
+outputs feed :func:`build_traces` too): per track one row of scalars; per track frame one row
+(``part`` start_buffer / track / end_buffer, ``gap``) with ``<field>_clathrin`` and
+``<field>_auxilin`` columns. :func:`build_traces` applies the AWD filters and builds the
+(n, 40) clathrin traces and the per-cell z-scored ``Y_sig_mean`` target.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage, special, stats
+
+from awd.io import InputError, atomic_path
+from domains.cme.detect import movie_array, detection_config, extract_windows, fit_windows, prefilter
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("clathrin", "auxilin")
+#: per-frame fields of each channel (column ``<field>_<channel>``).
+FRAME_FIELDS = ("x", "y", "A", "c", "A_pstd", "c_pstd", "sigma_r", "SE_sigma_r", "pval_Ar", "hval_AD")
+#: detection-table column of each field, per channel.
+_DET_COLUMNS = ({"x": "x", "y": "y", "A": "A", "c": "c", "A_pstd": "A_pstd", "c_pstd": "c_pstd",
+                 "sigma_r": "sigma_r", "SE_sigma_r": "SE_sigma_r", "pval_Ar": "pval_A", "isPSF": "isPSF"},
+                {"x": "x_aux", "y": "y_aux", "A": "A_aux", "c": "c_aux", "A_pstd": "A_pstd_aux",
+                 "c_pstd": "c_pstd_aux", "sigma_r": "sigma_r_aux", "SE_sigma_r": "SE_sigma_r_aux",
+                 "pval_Ar": "pval_A_aux", "isPSF": "isPSF_aux"})
+PARTS = ("start_buffer", "track", "end_buffer")
+#: per-track columns (labels and auxilin flags follow when there is an auxilin channel).
+_TRACK_COLUMNS = ["condition", "cell", "track_id", "start_frame", "end_frame", "n_frames", "lifetime_s", "catIdx",
+                  "nSeg", "visibility", "isCCP", "n_gaps", "valid_gaps", "linked_track_id", "compound_id",
+                  "split_from", "t_start_s", "x_mean", "y_mean", "A_max_clathrin", "total_displacement", "msd_max",
+                  "msd_lag1", "D_px2_per_frame"]
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """Track-processing settings (config section ``track_processing``); cmeAnalysis defaults."""
+
+    buffer: int = 5
+    cohort_bounds_s: tuple[float, ...] = (10, 20, 40, 60, 80, 100, 125, 150)
+    alpha: float = 0.05
+    background_frames: int = 16
+    msd_max_lag: int = 10
+    diffusion_max_lag: int = 4
+    postprocess: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ProcessingConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError("config:track_processing", f"unknown keys {unknown}; known: {sorted(known)}")
+        if "cohort_bounds_s" in d:
+            d["cohort_bounds_s"] = tuple(float(v) for v in d["cohort_bounds_s"])
+        cfg = cls(**d)
+        if cfg.buffer < 2 or cfg.background_frames < 1 or cfg.msd_max_lag < 1 or cfg.diffusion_max_lag < 2:
+            raise InputError("config:track_processing",
+                             "need buffer >= 2, background_frames >= 1, msd_max_lag >= 1, diffusion_max_lag >= 2")
+        return cfg
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """AWD label/input settings (config section ``labels``); values of the Yu-group pipeline.
+
+    Lifetimes here are in frames (1 frame = 1 s in the reference data).
+    """
+
+    alpha: float = 0.05
+    aux_thresh: float = 973.0
+    categories: tuple[int, ...] = (1, 2)
+    min_frames: int = 3
+    purity: float = 0.95
+    drop_short_long: bool = True
+    min_lifetime: int = 15
+    n_points: int = 40
+    drop_hotspots: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LabelConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError("config:labels", f"unknown keys {unknown}; known: {sorted(known)}")
+        if "categories" in d:
+            d["categories"] = tuple(int(v) for v in d["categories"])
+        cfg = cls(**d)
+        if not 0.5 < cfg.purity <= 1 or cfg.n_points < 2 or not 0 < cfg.alpha < 1:
+            raise InputError("config:labels", "need 0.5 < purity <= 1, n_points >= 2, 0 < alpha < 1")
+        return cfg
+
+
+def _prctile(x: np.ndarray, q) -> np.ndarray | float:
+    """MATLAB ``prctile`` (NaNs ignored; midpoint plotting positions = numpy 'hazen')."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.full(np.shape(q), np.nan) if np.ndim(q) else float("nan")
+    return np.percentile(x, q, method="hazen")
+
+
+# --------------------------------------------------------------------------------------
+# Per-track container
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Track:
+    """One track: per-row arrays over [start buffer | track frames | end buffer]."""
+
+    tid: int
+    compound: int
+    n_seg: int
+    f: np.ndarray          # frame of every row
+    part: np.ndarray       # 0 start buffer, 1 track, 2 end buffer
+    gap: np.ndarray        # True for gap rows of the track part
+    v: dict                # field -> (n_channels, n_rows) float
+    visibility: int = 1
+    cat: int = 0
+    split_from: int = -1
+    gap_status: tuple = ()
+
+    @property
+    def core(self) -> np.ndarray:
+        return self.part == 1
+
+    @property
+    def start(self) -> int:
+        return int(self.f[self.core][0])
+
+    @property
+    def end(self) -> int:
+        return int(self.f[self.core][-1])
+
+    def col(self, name: str, ch: int = 0, core: bool = True) -> np.ndarray:
+        a = self.v[name][ch]
+        return a[self.core] if core else a
+
+
+def _gap_runs(gap: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) indices of the runs of True in ``gap``."""
+    d = np.diff(np.concatenate([[0], gap.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1))
+
+
+def _gap_status(gap: np.ndarray) -> tuple[int, ...]:
+    """cmeAnalysis gap status: 4 (valid) if 1 frame long or between segments longer than 1 frame."""
+    runs = _gap_runs(gap)
+    seg_runs = _gap_runs(~gap)
+    out = []
+    for g, (a, b) in enumerate(runs):
+        before = seg_runs[g][1] - seg_runs[g][0] + 1
+        after = seg_runs[g + 1][1] - seg_runs[g + 1][0] + 1
+        out.append(4 if (before > 1 and after > 1) or b == a else 5)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------
+# Re-fits of gaps and buffers
+# --------------------------------------------------------------------------------------
+def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, alpha: float) -> None:
+    """Fill every gap and buffer row of every track with a fit in its frame, both channels.
+
+    cmeAnalysis ``interpTrack``: window and confinement from the master sigma, pixels of other
+    detection-mask components ignored; a free-position fit, replaced by the fixed-position
+    amplitude fit where it moved >= ceil(2 sigma_master). All rows of a channel are fitted in
+    one batch.
+    """
+    rows = [np.flatnonzero(tr.gap | (tr.part != 1)) for tr in tracks]
+    counts = np.array([r.size for r in rows])
+    if counts.sum() == 0:
+        return
+    frames = np.concatenate([tr.f[r] for tr, r in zip(tracks, rows)])
+    w, w2 = math.ceil(4 * sigmas[0]), math.ceil(2 * sigmas[0])
+    order = np.argsort(frames, kind="stable")
+    n_ch = data.shape[1]
+    pos = [{k: np.concatenate([tr.v[k][ch, r] for tr, r in zip(tracks, rows)]) for k in ("x", "y", "A", "c")}
+           for ch in range(n_ch)]
+    cent = [(np.round(p["x"]).astype(np.int64), np.round(p["y"]).astype(np.int64)) for p in pos]
+    win = np.empty((n_ch, len(frames), (2 * w + 1) ** 2))
+    wts = np.empty_like(win)
+    sorted_frames = frames[order]
+    for f in np.unique(frames):
+        sel = order[np.searchsorted(sorted_frames, f, "left"):np.searchsorted(sorted_frames, f, "right")]
+        labels = ndimage.label(masks[f])[0]
+        for ch in range(n_ch):
+            win[ch, sel], wts[ch, sel] = extract_windows(data[f, ch], cent[ch][0][sel], cent[ch][1][sel], w, labels)
+    for ch in range(n_ch):
+        x, y, A0, c0 = pos[ch]["x"], pos[ch]["y"], pos[ch]["A"], pos[ch]["c"]
+        xi, yi = cent[ch]
+        res = fit_windows(win[ch], wts[ch], xi, yi, x - xi, y - yi, sigmas[ch], A0=A0, c0=c0, mode="xyAc",
+                          conf_radius=w2, alpha=alpha)
+        moved = ~(np.isfinite(res.x) & (np.abs(res.x - xi) < w2) & (np.abs(res.y - yi) < w2))
+        if moved.any():
+            m = np.flatnonzero(moved)
+            res.put(m, fit_windows(win[ch, m], wts[ch, m], xi[m], yi[m], (x - xi)[m], (y - yi)[m], sigmas[ch],
+                                   mode="Ac", alpha=alpha))
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        for k, (tr, r) in enumerate(zip(tracks, rows)):
+            if r.size == 0:
+                continue
+            sl = slice(offsets[k], offsets[k + 1])
+            for name in ("x", "y", "A", "c", "A_pstd", "c_pstd", "sigma_r", "SE_sigma_r"):
+                tr.v[name][ch, r] = getattr(res, name)[sl]
+            tr.v["pval_Ar"][ch, r] = res.pval_A[sl]
+            tr.v["hval_AD"][ch, r] = res.hval_AD[sl]
+
+
+# --------------------------------------------------------------------------------------
+# Building tracks from linked detections
+# --------------------------------------------------------------------------------------
+def _build_tracks(det: pd.DataFrame, n_frames: int, n_ch: int, buffer: int) -> list[_Track]:
+    """Tracks of >= 2 frames with their gap rows (interpolated start values) and, for
+    complete tracks, buffer rows (first/last position); the fits fill them later."""
+    if len(det) == 0:
+        return []
+    det = det.sort_values(["track_id", "frame"], kind="stable")
+    tids = det["track_id"].to_numpy()
+    bounds = np.flatnonzero(np.diff(tids)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(det)]])
+    frames = det["frame"].to_numpy(np.int64)
+    comp = det["compound_id"].to_numpy(np.int64) if "compound_id" in det else tids
+    cols = {}
+    for ch in range(n_ch):
+        for name, col in _DET_COLUMNS[ch].items():
+            cols[(name, ch)] = det[col].to_numpy(float) if col in det else np.full(len(det), np.nan)
+    n_seg_of = pd.Series(tids).groupby(comp).nunique()
+    out = []
+    for a, b in zip(starts, ends):
+        fr = frames[a:b]
+        s, e = int(fr[0]), int(fr[-1])
+        if e == s:
+            continue  # single-frame track
+        vis = 1 if (s >= buffer and e <= n_frames - 1 - buffer) else (3 if s == 0 and e == n_frames - 1 else 2)
+        sb = min(buffer, s) if vis == 1 else 0
+        eb = min(buffer, n_frames - 1 - e) if vis == 1 else 0
+        L = e - s + 1
+        n = sb + L + eb
+        f_all = np.arange(s - sb, e + eb + 1)
+        part = np.ones(n, np.int8)
+        part[:sb], part[sb + L:] = 0, 2
+        pos = sb + (fr - s)
+        gap = np.zeros(n, bool)
+        gap[sb:sb + L] = True
+        gap[pos] = False
+        v = {name: np.full((n_ch, n), np.nan) for name in FRAME_FIELDS}
+        for ch in range(n_ch):
+            for name in FRAME_FIELDS[:-1]:
+                v[name][ch, pos] = cols[(name, ch)][a:b]
+            v["hval_AD"][ch, pos] = 1.0 - cols[("isPSF", ch)][a:b]
+            # initial values of gaps (linear interpolation) and buffers (first/last position)
+            for name in ("x", "y", "A", "c"):
+                row = v[name][ch]
+                row[sb:sb + L] = np.interp(np.arange(s, e + 1), fr, row[pos])
+                row[:sb], row[sb + L:] = row[sb], row[sb + L - 1]
+        out.append(_Track(int(tids[a]), int(comp[a]), int(n_seg_of[comp[a]]), f_all, part, gap, v, vis))
+    return out
+
+
+def cell_mask_from_movie(movie: Any) -> np.ndarray:
+    """A cell mask from the mean clathrin projection: Otsu threshold of the smoothed image,
+    holes filled, largest component (cmeAnalysis derives its mask from the same projection)."""
+    from skimage.filters import threshold_otsu
+
+    data = movie_array(movie)
+    proj = ndimage.gaussian_filter(data[:, 0].astype(np.float64).mean(axis=0), 2.0)
+    mask = ndimage.binary_fill_holes(proj > threshold_otsu(proj))
+    lab, n = ndimage.label(mask)
+    if n > 1:
+        mask = lab == (1 + np.argmax(np.bincount(lab.ravel())[1:]))
+    return mask
+
+
+# --------------------------------------------------------------------------------------
+# Post-processing steps
+# --------------------------------------------------------------------------------------
+def _categories(tracks: list[_Track], frame_interval: float, n_frames: int, pcfg: ProcessingConfig) -> None:
+    for tr in tracks:
+        tr.gap_status = _gap_status(tr.gap[tr.core])
+        valid = max(tr.gap_status + (4,)) == 4
+        base = {1: 1 if valid else 2, 2: 3, 3: 4}[tr.visibility]
+        tr.cat = base + (4 if tr.n_seg > 1 else 0)
+    if not pcfg.postprocess:
+        return
+    min_lft = 2 * frame_interval
+    bounds = [b for b in pcfg.cohort_bounds_s if b > min_lft]
+    bounds = np.array([min_lft, *bounds, n_frames * frame_interval])
+    lft = np.array([(tr.end - tr.start + 1) * frame_interval for tr in tracks])
+    maxA = np.array([np.nanmax(tr.col("A")) for tr in tracks])
+    cat = np.array([tr.cat for tr in tracks])
+    lengths = np.array([tr.end - tr.start + 1 for tr in tracks])
+    # III. invalid-gap tracks whose max intensity reaches the 2.5th pct of their cohort -> 1
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        in_c = (lft >= lo) & (lft < hi)
+        thr = _prctile(maxA[in_c & (cat == 1)], 2.5)
+        for k in np.flatnonzero(in_c & (cat == 2) & (maxA >= thr) & (lengths > 4)):
+            tracks[k].cat = 1
+    # IV. buffers: two consecutive non-significant frames in each, and buffer A + c <= track max
+    for tr in tracks:
+        if tr.cat != 1:
+            continue
+        sig = tr.v["pval_Ar"][0] < 0.05
+        ok = True
+        for p in (0, 2):
+            m = tr.part == p
+            runs = _gap_runs(~sig[m])
+            ok &= any(b - a + 1 >= 2 for a, b in runs)
+        buf = tr.part != 1
+        ac = tr.v["A"][0] + tr.v["c"][0]
+        if not ok or np.nanmax(ac[buf]) > np.nanmax(ac[tr.core]):
+            tr.cat = 2
+
+
+def _split_hotspots(tracks: list[_Track]) -> list[_Track]:
+    """cmeAnalysis VI: cut category-1 tracks at gaps with background-level amplitude that
+    separate two spatially distinct position clusters."""
+    out = []
+    for tr in tracks:
+        core = np.flatnonzero(tr.core)
+        L = core.size
+        if tr.cat != 1 or not tr.gap[core].any() or L <= 4:
+            out.append(tr)
+            continue
+        g_idx = np.flatnonzero(tr.gap[core])
+        sr, se = tr.v["sigma_r"][0, core[g_idx]], tr.v["SE_sigma_r"][0, core[g_idx]]
+        npx = np.round((sr / se) ** 2 / 2 + 1)
+        A, sA = tr.v["A"][0, core[g_idx]], tr.v["A_pstd"][0, core[g_idx]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pval = stats.t.cdf((A - sA) / (sA / np.sqrt(npx)), npx - 1)
+        g_idx = g_idx[pval < 0.05]
+        delta = np.diff(np.concatenate([[0], g_idx, [L - 1]]))
+        g_idx = g_idx[(delta[:-1] >= 5) & (delta[1:] >= 5)]
+        x, y = tr.v["x"][0, core], tr.v["y"][0, core]
+        cut_runs = []
+        runs = _gap_runs(tr.gap[core])
+        for g in g_idx:
+            x1, y1, x2, y2 = x[:g], y[:g], x[g + 1:], y[g + 1:]
+            m1 = np.array([np.median(x1), np.median(y1)])
+            v = np.array([np.median(x2), np.median(y2)]) - m1
+            norm = np.hypot(*v)
+            if norm == 0:
+                continue
+            v /= norm
+            sp1 = (x1 - m1[0]) * v[0] + (y1 - m1[1]) * v[1]
+            sp2 = (x2 - m1[0]) * v[0] + (y2 - m1[1]) * v[1]
+            distinct = ((sp1.mean() < sp2.mean() and _prctile(sp1, 95) < _prctile(sp2, 5))
+                        or (sp1.mean() > sp2.mean() and _prctile(sp1, 5) > _prctile(sp2, 95)))
+            run = next(r for r in runs if r[0] <= g <= r[1])
+            if distinct and run not in cut_runs:
+                cut_runs.append(run)
+        if not cut_runs:
+            out.append(tr)
+            continue
+        out.extend(_cut(tr, core, cut_runs))
+    return out
+
+
+def _cut(tr: _Track, core: np.ndarray, cut_runs) -> list[_Track]:
+    """Pieces between the cut gap runs; inner buffers are the parent's adjacent rows."""
+    nb = max(int((tr.part == 0).sum()), int((tr.part == 2).sum()))
+    lbs = [0] + [b + 1 for _, b in cut_runs]
+    ubs = [a - 1 for a, _ in cut_runs] + [core.size - 1]
+    pieces = []
+    for lb, ub in zip(lbs, ubs):
+        lo_row, hi_row = core[lb], core[ub]
+        first = max(0, lo_row - nb) if lb > 0 else 0
+        last = min(len(tr.f) - 1, hi_row + nb) if ub < core.size - 1 else len(tr.f) - 1
+        rows = np.arange(first, last + 1)
+        part = np.where(rows < lo_row, 0, np.where(rows > hi_row, 2, 1)).astype(np.int8)
+        gap = tr.gap[rows] & (part == 1)
+        piece = _Track(tr.tid, tr.compound, tr.n_seg, tr.f[rows], part, gap,
+                       {k: a[:, rows].copy() for k, a in tr.v.items()}, tr.visibility, tr.cat, tr.tid)
+        piece.gap_status = _gap_status(gap[part == 1])
+        pieces.append(piece)
+    return pieces
+
+
+def _displacement_check(tracks: list[_Track]) -> None:
+    """Gap fraction >= 50 % -> 2; category-1 tracks with > 4 steps above the 95th percentile
+    of the per-track median step -> 2."""
+    steps, med = [], []
+    for tr in tracks:
+        n_gap = int(tr.gap[tr.core].sum())
+        if n_gap / (tr.end - tr.start + 1) >= 0.5:
+            tr.cat = 2
+        x, y = tr.col("x"), tr.col("y")
+        d = np.hypot(np.diff(x), np.diff(y))
+        steps.append(d)
+        med.append(np.nanmedian(d) if np.isfinite(d).any() else np.nan)
+    thr = _prctile(np.array(med), 95)
+    for tr, d in zip(tracks, steps):
+        if tr.cat == 1 and np.sum(d > thr) > 4:
+            tr.cat = 2
+
+
+def _motion(tr: _Track, max_lag: int, d_lags: int) -> dict:
+    x, y = tr.col("x"), tr.col("y")
+    msd = np.full(max_lag, np.nan)
+    for lag in range(1, min(max_lag, x.size - 1) + 1):
+        msd[lag - 1] = np.mean((x[lag:] - x[:-lag]) ** 2 + (y[lag:] - y[:-lag]) ** 2)
+    lags = np.arange(1, d_lags + 1)
+    ok = np.isfinite(msd[:d_lags])
+    D = np.polyfit(lags[ok], msd[:d_lags][ok], 1)[0] / 4 if ok.sum() >= 2 else np.nan
+    return {"total_displacement": float(np.hypot(x[-1] - x[0], y[-1] - y[0])),
+            "msd_max": float(np.nanmax(msd)) if np.isfinite(msd).any() else np.nan,
+            "msd_lag1": float(msd[0]), "D_px2_per_frame": float(D)}
+
+
+def _slave_background(data, masks, cell_mask, sigma_aux, alpha, n_frames_bg) -> tuple[float, float]:
+    """(bg95, pDetection) of the auxilin channel: 95th pct of the prefilter amplitude in the
+    cell background (cell mask minus detection masks dilated by ceil(4 sigma)) and the
+    fraction of significant prefilter pixels per cell pixel, over evenly spaced frames."""
+    T = data.shape[0]
+    w = math.ceil(4 * sigma_aux)
+    yy, xx = np.mgrid[-w:w + 1, -w:w + 1]
+    disk = xx ** 2 + yy ** 2 <= w ** 2
+    bg, pdet = [], []
+    for f in np.unique(np.round(np.linspace(0, T - 1, n_frames_bg)).astype(int)):
+        ccp = ndimage.binary_dilation(masks[f], structure=disk) if masks[f].any() else masks[f]
+        bgmask = cell_mask & ~ccp
+        pf = prefilter(data[f, 1].astype(np.float64), sigma_aux, alpha)
+        bg.append(pf.A[bgmask])
+        pdet.append(pf.mask.sum() / max(cell_mask.sum(), 1))
+    allbg = np.concatenate(bg)
+    return float(_prctile(allbg, 95)), float(np.mean(pdet))
+
+
+def _slave_flags(track_of_row: np.ndarray, n_tracks: int, core: np.ndarray, gap: np.ndarray, V: dict,
+                 bg95: float, p_det: float, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cmeAnalysis slave classification over all rows at once.
+
+    significantMaster: significant auxilin detections (not gaps) > binoinv(0.95, L, pDetection);
+    significantVsBackground (per frame): t-test of A > bg95; significantSlave: their count >
+    binoinv(0.95, L, 0.05); L = track frames.
+    """
+    L = np.bincount(track_of_row[core], minlength=n_tracks)
+    sig = core & ~gap & (V["pval_Ar"][1] < alpha)
+    n_sig = np.bincount(track_of_row[sig], minlength=n_tracks)
+    sr, se, A, sA = V["sigma_r"][1], V["SE_sigma_r"][1], V["A"][1], V["A_pstd"][1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        npx = np.round((sr / se) ** 2 / 2 + 1)
+        se_bg = bg95 / np.sqrt(2 * npx - 1)
+        df2 = (npx - 1) * (sA ** 2 + se_bg ** 2) ** 2 / (sA ** 4 + se_bg ** 4)
+        T = (A - bg95) / np.sqrt((sA ** 2 + se_bg ** 2) / npx)
+        hval = core & (special.stdtr(df2, -T) < alpha)
+    n_bg = np.bincount(track_of_row[hval], minlength=n_tracks)
+    return (n_sig > stats.binom.ppf(0.95, L, p_det)), (n_bg > stats.binom.ppf(0.95, L, 0.05)), hval
+
+
+# --------------------------------------------------------------------------------------
+# Labels (Yu group, outcomes.py)
+# --------------------------------------------------------------------------------------
+def aux_labels(Y: np.ndarray, pvals: np.ndarray, alpha: float = 0.05, aux_thresh: float = 973.0) -> dict:
+    """Auxilin labels of one track from its auxilin amplitudes and p-values (track frames).
+
+    ``y_consec_sig``: two consecutive significant frames; ``y_conservative_thresh``: max > 973;
+    ``aux_positive`` = their OR (``y_consec_thresh``); ``hotspot``: >= 5 significant frames and
+    consecutive-significance pairs more than 2 apart in the list of significant frames;
+    ``Y_sig_mean``: mean of Y over significant frames (0 if none).
+    """
+    Y = np.asarray(Y, dtype=float)
+    sig = np.asarray(pvals, dtype=float) < alpha
+    idx = np.flatnonzero(sig)
+    consec = idx.size > 1 and int(np.min(np.diff(idx))) == 1
+    hot = False
+    if idx.size >= 5:
+        pairs = np.flatnonzero(np.diff(idx) == 1)
+        hot = pairs.size > 1 and int(np.max(np.diff(pairs))) > 2
+    y_max = float(np.nanmax(Y)) if np.isfinite(Y).any() else float("nan")
+    return {"n_sig_aux": int(idx.size), "y_consec_sig": bool(consec), "Y_max": y_max,
+            "y_conservative_thresh": bool(y_max > aux_thresh), "aux_positive": bool(consec or y_max > aux_thresh),
+            "hotspot": bool(hot), "Y_sig_mean": float(Y[sig].mean()) if idx.size else 0.0}
+
+
+def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
+    """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
+    track rows (``part == 'track'``, gaps included) of ``frames_df``."""
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    need = {"cell", "track_id", "part", "frame", "A_auxilin", "pval_Ar_auxilin"}
+    missing = need - set(frames_df.columns)
+    if missing:
+        raise InputError(None, f"track frame table lacks columns {sorted(missing)}")
+    rows = frames_df[frames_df["part"].astype(str) == "track"].sort_values(["cell", "track_id", "frame"])
+    labs = []
+    for (cell, tid), g in rows.groupby(["cell", "track_id"], sort=False):
+        labs.append({"cell": cell, "track_id": tid, **aux_labels(g["A_auxilin"].to_numpy(),
+                                                                g["pval_Ar_auxilin"].to_numpy(),
+                                                                lcfg.alpha, lcfg.aux_thresh)})
+    lab = pd.DataFrame(labs, columns=["cell", "track_id", "n_sig_aux", "y_consec_sig", "Y_max",
+                                      "y_conservative_thresh", "aux_positive", "hotspot", "Y_sig_mean"])
+    base = tracks_df.drop(columns=[c for c in lab.columns if c not in ("cell", "track_id")], errors="ignore")
+    return base.merge(lab, on=["cell", "track_id"], how="left", validate="one_to_one")
+
+
+# --------------------------------------------------------------------------------------
+# Main entry
+# --------------------------------------------------------------------------------------
+def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg: dict | None = None, *,
+                   cell: Any = 0, cell_mask: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Linked detections of one movie -> (per-track table, per-track-frame table).
+
+    ``detections``: the :func:`domains.cme.detect.detect_movie` table with ``track_id``
+    (and ``compound_id``) from :func:`domains.cme.track.link`; ``masks``: the (T, H, W)
+    detection masks of ``detect_movie(..., return_masks=True)``; ``cell_mask`` defaults to
+    :func:`cell_mask_from_movie`. ``cfg`` is the CME domain config section.
+    """
+    pcfg = ProcessingConfig.from_dict((cfg or {}).get("track_processing"))
+    data = movie_array(movie)
+    T, n_ch, H, W = data.shape
+    if masks is None or masks.shape != (T, H, W):
+        raise InputError(getattr(movie, "name", None),
+                         f"detection masks of shape {None if masks is None else masks.shape}, expected {(T, H, W)}")
+    interval = float(getattr(movie, "frame_interval_s", 1.0))
+    pixel_um = float(getattr(movie, "pixel_size_um", np.nan))
+    s_m, s_a = detection_config(cfg).sigmas(pixel_um if np.isfinite(pixel_um) else 0.08)
+    if "sigma" in detections and len(detections):
+        s_m = float(detections["sigma"].iloc[0])
+        s_a = float(detections["sigma_aux"].iloc[0]) if "sigma_aux" in detections else s_a
+    sigmas = (s_m, s_a)
+    if "track_id" not in detections:
+        raise InputError(None, "process_tracks: detections are not linked (no 'track_id'); run track.link first")
+    det = detections[detections["track_id"] >= 0]
+    # border removal (cmeAnalysis): every position of every channel >= ceil(4 sigma) px from the edge
+    w4 = math.ceil(4 * s_m)
+    bad = np.zeros(len(det), bool)
+    for cx, cy in (("x", "y"), ("x_aux", "y_aux")):
+        if cx in det:
+            xr, yr = np.round(det[cx].to_numpy()), np.round(det[cy].to_numpy())
+            with np.errstate(invalid="ignore"):
+                bad |= (xr < w4) | (xr > W - 1 - w4) | (yr < w4) | (yr > H - 1 - w4)
+    det = det[~det["track_id"].isin(det["track_id"][bad])]
+    tracks = _build_tracks(det, T, n_ch, pcfg.buffer)
+    _refit(tracks, data, masks, sigmas, pcfg.alpha)
+    _categories(tracks, interval, T, pcfg)
+    if pcfg.postprocess:
+        tracks = _split_hotspots(tracks)
+        _displacement_check(tracks)
+    if cell_mask is None:
+        cell_mask = cell_mask_from_movie(movie)
+    bg95, p_det = (_slave_background(data, masks, cell_mask, s_a, pcfg.alpha, pcfg.background_frames)
+                   if n_ch > 1 else (np.nan, np.nan))
+    condition = str(getattr(movie, "condition", ""))
+    frames_df, sig_master, sig_slave = _frame_table(tracks, n_ch, interval, pixel_um, bg95, p_det, pcfg.alpha)
+    track_rows = []
+    for new_id, tr in enumerate(tracks):
+        L = tr.end - tr.start + 1
+        row = {"condition": condition, "cell": cell, "track_id": new_id, "start_frame": tr.start,
+               "end_frame": tr.end, "n_frames": L, "lifetime_s": L * interval, "catIdx": tr.cat,
+               "nSeg": tr.n_seg, "visibility": tr.visibility,
+               "isCCP": not bool(np.nansum(tr.v["hval_AD"][0][tr.core & ~tr.gap])),
+               "n_gaps": int(tr.gap.sum()), "valid_gaps": max(tr.gap_status + (4,)) == 4,
+               "linked_track_id": tr.tid, "compound_id": tr.compound, "split_from": tr.split_from,
+               "t_start_s": tr.start * interval,
+               "x_mean": float(np.nanmean(tr.col("x"))), "y_mean": float(np.nanmean(tr.col("y"))),
+               "A_max_clathrin": float(np.nanmax(tr.col("A")))}
+        row.update(_motion(tr, pcfg.msd_max_lag, pcfg.diffusion_max_lag) if tr.cat < 5 else
+                   {"total_displacement": np.nan, "msd_max": np.nan, "msd_lag1": np.nan, "D_px2_per_frame": np.nan})
+        if n_ch > 1:
+            row["A_max_auxilin"] = float(np.nanmax(tr.col("A", 1)))
+            row["significantMaster_auxilin"] = bool(sig_master[new_id])
+            row["significantSlave_auxilin"] = bool(sig_slave[new_id])
+        track_rows.append(row)
+    tracks_df = pd.DataFrame(track_rows, columns=None if track_rows else _TRACK_COLUMNS)
+    if len(tracks_df):
+        tracks_df["mean_total_displacement"] = tracks_df["total_displacement"] / tracks_df["lifetime_s"]
+        tracks_df["D_um2_per_s"] = tracks_df["D_px2_per_frame"] * pixel_um ** 2 / interval
+    frames_df.insert(0, "cell", [cell] * len(frames_df))
+    frames_df.insert(0, "condition", condition)
+    if n_ch > 1 and len(tracks_df):
+        tracks_df = add_labels(tracks_df, frames_df, cfg)
+    tracks_df.attrs.update({"bg95_auxilin": bg95, "p_detection_auxilin": p_det, "sigma_clathrin": s_m,
+                            "sigma_auxilin": s_a})
+    log.info("cell %s: %d tracks (%d in category 1)", cell, len(tracks_df),
+             int((tracks_df["catIdx"] == 1).sum()) if len(tracks_df) else 0)
+    return tracks_df, frames_df
+
+
+def _frame_table(tracks: list[_Track], n_ch: int, interval: float, pixel_um: float, bg95: float,
+                 p_det: float, alpha: float):
+    """The long per-track-frame table of all tracks, and the slave flags per track."""
+    if not tracks:
+        return _empty_frames(n_ch), np.zeros(0, bool), np.zeros(0, bool)
+    counts = [len(tr.f) for tr in tracks]
+    row_track = np.repeat(np.arange(len(tracks)), counts)
+    f = np.concatenate([tr.f for tr in tracks]).astype(np.int64)
+    part = np.concatenate([tr.part for tr in tracks])
+    gap = np.concatenate([tr.gap for tr in tracks])
+    V = {name: np.concatenate([tr.v[name] for tr in tracks], axis=1) for name in FRAME_FIELDS}
+    core = part == 1
+    d = {"track_id": row_track, "segment": core.astype(np.int64),
+         "part": pd.Categorical.from_codes(part, categories=list(PARTS)),
+         "frame": f, "t_s": f * interval, "gap": gap, "x": V["x"][0], "y": V["y"][0],
+         "x_um": V["x"][0] * pixel_um, "y_um": V["y"][0] * pixel_um}
+    for ch in range(n_ch):
+        name = CHANNELS[ch]
+        for field in FRAME_FIELDS[:-1]:
+            d[f"{field}_{name}"] = V[field][ch]
+        d[f"isPSF_{name}"] = V["hval_AD"][ch] == 0
+        d[f"hval_Ar_{name}"] = V["pval_Ar"][ch] < 0.05
+    sig_master = sig_slave = np.zeros(len(tracks), bool)
+    if n_ch > 1:
+        sig_master, sig_slave, hval = _slave_flags(row_track, len(tracks), core, gap, V, bg95, p_det, alpha)
+        d["significantVsBackground_auxilin"] = hval
+    return pd.DataFrame(d), sig_master, sig_slave
+
+
+def _empty_frames(n_ch: int) -> pd.DataFrame:
+    cols = ["track_id", "segment", "part", "frame", "t_s", "gap", "x", "y", "x_um", "y_um"]
+    for ch in range(n_ch):
+        name = CHANNELS[ch]
+        cols += [f"{f}_{name}" for f in FRAME_FIELDS[:-1]] + [f"isPSF_{name}", f"hval_Ar_{name}"]
+    return pd.DataFrame({c: [] for c in cols})
+
+
+# --------------------------------------------------------------------------------------
+# AWD inputs
+# --------------------------------------------------------------------------------------
+def downsample(x: np.ndarray, n_points: int = 40) -> tuple[np.ndarray, int]:
+    """Yu-group ``features.downsample``: NaNs dropped; uniform index subsampling
+    (indices floor((n-1) i / (n_points-1))) if long enough, else zero-padding at the end.
+    Returns the series and the number of padded zeros."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n >= n_points:
+        idx = ((n - 1) * np.arange(n_points)) // (n_points - 1)
+        return x[idx], 0
+    return np.concatenate([x, np.zeros(n_points - n)]), n_points - n
+
+
+def purity_thresholds(lifetime: np.ndarray, positive: np.ndarray, purity: float = 0.95) -> tuple[float, float]:
+    """Yu-group ``process_tracks_by_lifetime``: short = the largest lifetime L with >= purity
+    negatives among lifetimes <= L (else min - 1); long = the smallest L with >= purity
+    positives among lifetimes >= L (else max + 1)."""
+    lifetime = np.asarray(lifetime, dtype=float)
+    positive = np.asarray(positive, dtype=float)
+    levels = np.unique(lifetime)
+    if levels.size == 0:
+        return float("-inf"), float("inf")
+    neg_low = np.array([1 - positive[lifetime <= v].mean() for v in levels])
+    pos_high = np.array([positive[lifetime >= v].mean() for v in levels])
+    lo = np.flatnonzero(neg_low >= purity)
+    hi = np.flatnonzero(pos_high >= purity)
+    short = levels[lo[-1]] if lo.size else levels[0] - 1
+    long = levels[hi[0]] if hi.size else levels[-1] + 1
+    return float(short), float(long)
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    sd = values.std()
+    return (values - values.mean()) / sd if sd > 0 else values - values.mean()
+
+
+def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None,
+                 train_cells=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """AWD inputs and target from track tables (of :func:`process_tracks` or of
+    :mod:`domains.cme.cmeanalysis_io`), as the Yu-group pipeline builds them.
+
+    Filters: catIdx in ``categories``; > ``min_frames - 1`` frames; hotspots dropped; the
+    short/long lifetime thresholds of 95 % class purity (``aux_positive``), computed on the
+    ``train_cells`` (all cells if None), drop tracks <= short or >= long; lifetime >
+    ``min_lifetime`` frames. X: the clathrin amplitude of the track frames (gaps included,
+    buffers not) subsampled / zero-padded to ``n_points`` and z-scored per cell with one mean
+    and sd over all values of the cell; y: ``Y_sig_mean`` z-scored per cell.
+    Returns (X (n, n_points) float32, y (n,) float32, cell ids, track ids, info DataFrame).
+    """
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    need = {"cell", "track_id", "catIdx", "n_frames"}
+    missing = need - set(tracks_df.columns)
+    if missing:
+        raise InputError(None, f"track table lacks columns {sorted(missing)}")
+    tr = add_labels(tracks_df, frames_df, cfg)
+    tr = tr[tr["catIdx"].isin(lcfg.categories) & (tr["n_frames"] >= lcfg.min_frames)]
+    if lcfg.drop_hotspots:
+        tr = tr[~tr["hotspot"].astype(bool)]
+    train = tr if train_cells is None else tr[tr["cell"].isin(list(train_cells))]
+    short, long = (purity_thresholds(train["n_frames"].to_numpy(), train["aux_positive"].to_numpy(), lcfg.purity)
+                   if lcfg.drop_short_long else (float("-inf"), float("inf")))
+    keep = (tr["n_frames"] > short) & (tr["n_frames"] < long) & (tr["n_frames"] > lcfg.min_lifetime)
+    tr = tr[keep].sort_values(["cell", "track_id"]).reset_index(drop=True)
+    rows = frames_df[frames_df["part"].astype(str) == "track"]
+    series = {key: g.sort_values("frame")["A_clathrin"].to_numpy()
+              for key, g in rows.groupby(["cell", "track_id"], sort=False)}
+    X = np.zeros((len(tr), lcfg.n_points))
+    padded = np.zeros(len(tr), np.int64)
+    for i, key in enumerate(zip(tr["cell"], tr["track_id"])):
+        X[i], padded[i] = downsample(series[key], lcfg.n_points)
+    y = tr["Y_sig_mean"].to_numpy(float).copy()
+    cells = tr["cell"].to_numpy()
+    for c in pd.unique(cells):
+        m = cells == c
+        X[m] = _zscore(X[m])
+        y[m] = _zscore(y[m])
+    info = tr[["cell", "track_id", "n_frames", "lifetime_s", "catIdx", "aux_positive", "Y_sig_mean",
+               "Y_max", "n_sig_aux"]].copy()
+    info["n_padded"] = padded
+    info["thresh_short"], info["thresh_long"] = short, long
+    return X.astype(np.float32), y.astype(np.float32), cells, tr["track_id"].to_numpy(), info
+
+
+# --------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------
+def to_napari_tracks(detections: pd.DataFrame) -> np.ndarray:
+    """napari Tracks layer data (N, 4) [track_id, t, y, x], sorted by track then time.
+
+    Buffer rows (``part`` not 'track') are left out; one cell per call (track ids must be
+    unique), rows without a track (-1) are dropped.
+    """
+    need = {"track_id", "frame", "x", "y"}
+    missing = need - set(detections.columns)
+    if missing:
+        raise InputError(None, f"napari export: table lacks columns {sorted(missing)}")
+    d = detections
+    if "part" in d:
+        d = d[d["part"].astype(str) == "track"]
+    if "cell" in d and d["cell"].nunique() > 1:
+        raise InputError(None, "napari export: several cells in one table; export one cell at a time")
+    d = d[d["track_id"] >= 0].sort_values(["track_id", "frame"], kind="stable")
+    return d[["track_id", "frame", "y", "x"]].to_numpy(float)
+
+
+def write_napari_tracks(path: str | Path, detections: pd.DataFrame) -> Path:
+    """Write the napari Tracks array as CSV (header track_id,t,y,x), atomically."""
+    arr = to_napari_tracks(detections)
+    out = pd.DataFrame(arr, columns=["track_id", "t", "y", "x"]).astype({"track_id": np.int64, "t": np.int64})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
+    return path
+
+
+def write_tables(out_dir: str | Path, tracks_df: pd.DataFrame, frames_df: pd.DataFrame,
+                 stem: str = "tracks") -> tuple[Path, Path]:
+    """Write ``<stem>.parquet`` (per track) and ``<stem>_frames.parquet`` (per track frame)."""
+    out_dir = Path(out_dir)
+    paths = (out_dir / f"{stem}.parquet", out_dir / f"{stem}_frames.parquet")
+    for df, path in zip((tracks_df, frames_df), paths):
+        with atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False)
+    return paths

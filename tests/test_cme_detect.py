@@ -1,0 +1,275 @@
+"""CME detection: the cmeAnalysis prefilter, Gaussian fits, statistical tests, and accuracy
+against rendered frames and the simulator's ground truth."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage, optimize, special, stats
+
+from awd.io import InputError
+from domains.cme import accuracy as acc
+from domains.cme.detect import (DetectionConfig, ad_statistic, amplitude_pval, detect_frame, detect_movie,
+                                fit_gaussians, local_maxima, prefilter, psf_sigma_px)
+
+
+# ------------------------------------------------------------------ frame rendering (tests only)
+def render(shape, xs, ys, amps, sigma, background):
+    """Pixel-integrated Gaussian spots (peak amplitude of the continuous Gaussian) on a flat
+    background, in expected ADU above the camera offset."""
+    img = np.full(shape, float(background))
+    s2 = math.sqrt(2) * sigma
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    for x, y, a in zip(xs, ys, amps):
+        ex = 0.5 * (special.erf((cols + 0.5 - x) / s2) - special.erf((cols - 0.5 - x) / s2))
+        ey = 0.5 * (special.erf((rows + 0.5 - y) / s2) - special.erf((rows - 0.5 - y) / s2))
+        img += a * 2 * np.pi * sigma ** 2 * np.outer(ey, ex)
+    return img
+
+
+def emccd(expected, rng, gain=110.0, read=10.0, offset=1000.0):
+    """EMCCD camera: Poisson photo-electrons, Gamma gain (excess noise factor sqrt 2), read noise."""
+    e = rng.poisson(expected / gain)
+    out = np.where(e > 0, rng.gamma(np.maximum(e, 1), gain), 0.0)
+    return np.clip(np.round(out + rng.normal(0, read, expected.shape) + offset), 0, 65535).astype(np.uint16)
+
+
+def grid_spots(n_side, spacing, margin, rng):
+    g = margin + spacing * np.arange(n_side)
+    xs, ys = np.meshgrid(g, g)
+    return xs.ravel() + rng.uniform(-0.5, 0.5, xs.size), ys.ravel() + rng.uniform(-0.5, 0.5, xs.size)
+
+
+# ------------------------------------------------------------------ prefilter
+def test_prefilter_matches_windowed_least_squares_and_t_test():
+    rng = np.random.default_rng(0)
+    sigma = 1.2
+    xs, ys = rng.uniform(10, 54, 12), rng.uniform(10, 54, 12)
+    img = emccd(render((64, 64), xs, ys, rng.uniform(500, 3000, 12), sigma, 450), rng).astype(float)
+    pf = prefilter(img, sigma, alpha=0.05)
+    w = math.ceil(4 * sigma)
+    pad = np.pad(img, w, mode="symmetric")  # MATLAB 'symmetric' padding
+    x = np.arange(-w, w + 1)
+    g = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma ** 2))
+    J = np.column_stack([g.ravel(), np.ones(g.size)])
+    n = g.size
+    k = stats.norm.ppf(0.975)
+    for r, c in [(0, 0), (5, 63), (31, 17), (40, 40), (63, 2), *zip(rng.integers(0, 64, 10), rng.integers(0, 64, 10))]:
+        win = pad[r:r + 2 * w + 1, c:c + 2 * w + 1].ravel()
+        (A, cc), rss, *_ = np.linalg.lstsq(J, win, rcond=None)
+        rss = float(rss[0])
+        assert pf.A[r, c] == pytest.approx(A, rel=1e-9, abs=1e-6)
+        assert pf.c[r, c] == pytest.approx(cc, rel=1e-9)
+        sA = math.sqrt(rss / (n - 3) * np.linalg.inv(J.T @ J)[0, 0])
+        sres = math.sqrt(rss / (n - 1))
+        se = sres / math.sqrt(2 * (n - 1)) * k
+        df = (n - 1) * (sA ** 2 + se ** 2) ** 2 / (sA ** 4 + se ** 4)
+        p = stats.t.cdf(-(A - sres * k) / math.sqrt((sA ** 2 + se ** 2) / n), df)
+        assert pf.pval()[r, c] == pytest.approx(p, rel=1e-7, abs=1e-300)
+        assert pf.mask[r, c] == (p < 0.05)
+    assert pf.mask.sum() > 20  # the spots are there
+
+
+def test_prefilter_log_equals_explicit_2d_kernel():
+    rng = np.random.default_rng(1)
+    img = rng.normal(1000, 100, (40, 50))
+    sigma = 1.3
+    w = math.ceil(4 * sigma)
+    x = np.arange(-w, w + 1)
+    r2 = x[:, None] ** 2 + x[None, :] ** 2
+    kern = (2 / sigma ** 2 - r2 / sigma ** 4) * np.exp(-r2 / (2 * sigma ** 2)) / (2 * np.pi * sigma ** 2)
+    ref = ndimage.correlate(img, kern, mode="reflect")
+    np.testing.assert_allclose(prefilter(img, sigma).log, ref, rtol=1e-10, atol=1e-8)
+
+
+def test_local_maxima_like_locmax2d():
+    img = np.zeros((12, 12))
+    img[5, 4] = 3.0    # unique maximum of its 5x5 window
+    img[5, 6] = 1.0    # 2 px from a larger value: not a maximum
+    img[5, 9] = 1.5    # 3 px from (5, 6) and 5 px from (5, 4): a maximum
+    img[9, 3] = img[9, 4] = 2.0  # flat maximum: dropped
+    img[0, 10] = 5.0   # in the border half-width: dropped
+    assert np.argwhere(local_maxima(img, 5)).tolist() == [[5, 4], [5, 9]]
+    assert not local_maxima(np.ones((10, 10)), 5).any()
+
+
+# ------------------------------------------------------------------ fits and tests
+def _window_reference(img, x0, y0, sigma, w):
+    """scipy least_squares fit of A exp(-r^2/2s^2) + c in the window around round(x0, y0)."""
+    xi, yi = int(round(x0)), int(round(y0))
+    win = img[yi - w:yi + w + 1, xi - w:xi + w + 1].astype(float)
+    yy, xx = np.mgrid[-w:w + 1, -w:w + 1]
+
+    def resid(p):
+        return (p[2] * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * sigma ** 2)) + p[3] - win).ravel()
+
+    sol = optimize.least_squares(resid, [x0 - xi, y0 - yi, win.max() - win.mean(), win.mean()],
+                                 method="lm", xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    rss = float(np.sum(sol.fun ** 2))
+    cov = np.linalg.inv(sol.jac.T @ sol.jac) * rss / (win.size - 4 - 1)
+    return sol.x + [xi, yi, 0, 0], np.sqrt(np.diag(cov)), rss
+
+
+def test_fit_xyAc_matches_scipy_least_squares():
+    rng = np.random.default_rng(2)
+    sigma = 1.2
+    xs, ys = grid_spots(5, 14, 10, rng)
+    amps = rng.uniform(400, 4000, xs.size)
+    img = emccd(render((80, 80), xs, ys, amps, sigma, 450), rng).astype(float)
+    start_x, start_y = np.round(xs), np.round(ys)
+    fit = fit_gaussians(img, start_x, start_y, sigma, A0=np.full(xs.size, 1000.0), c0=np.full(xs.size, 1450.0))
+    assert fit.ok.all()
+    for i in range(xs.size):
+        p, sd, rss = _window_reference(img, start_x[i], start_y[i], sigma, 5)
+        np.testing.assert_allclose([fit.x[i], fit.y[i]], p[:2], atol=2e-4)
+        assert fit.A[i] == pytest.approx(p[2], rel=1e-5, abs=0.05)
+        assert fit.c[i] == pytest.approx(p[3], rel=1e-6, abs=0.05)
+        assert fit.RSS[i] == pytest.approx(rss, rel=1e-7)
+        assert fit.A_pstd[i] == pytest.approx(sd[2], rel=1e-3)
+        assert fit.x_pstd[i] == pytest.approx(sd[0], rel=1e-3)
+    # and the fit recovers the truth within its own uncertainty estimate
+    err = np.concatenate([fit.x - xs, fit.y - ys])
+    pstd = np.concatenate([fit.x_pstd, fit.y_pstd])
+    assert 0.5 < np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(pstd ** 2)) < 2.0
+    assert np.sqrt(np.mean(err ** 2)) < 0.4
+
+
+def test_fit_Ac_is_linear_least_squares_and_masks_other_components():
+    rng = np.random.default_rng(3)
+    img = rng.normal(1400, 300, (30, 30))
+    sigma, w = 1.1, 5
+    x, y = 14.3, 15.6
+    labels = np.zeros((30, 30), int)
+    labels[11:14, 9:12] = 2  # another mask component, 3 x 3 px inside the window
+    labels[14:17, 13:16] = 1  # the spot's own component (centre pixel (16, 14))
+    fit = fit_gaussians(img, [x], [y], sigma, mode="Ac", labels=labels)
+    yy, xx = np.mgrid[16 - w:16 + w + 1, 14 - w:14 + w + 1]
+    keep = labels[yy, xx] != 2
+    g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))[keep]
+    J = np.column_stack([g, np.ones_like(g)])
+    (A, c), rss, *_ = np.linalg.lstsq(J, img[yy, xx][keep], rcond=None)
+    assert fit.npx[0] == keep.sum() == 121 - 9
+    assert fit.A[0] == pytest.approx(A, rel=1e-9, abs=1e-6)
+    assert fit.c[0] == pytest.approx(c, rel=1e-10)
+    assert fit.RSS[0] == pytest.approx(rss[0], rel=1e-9)
+    assert fit.x[0] == x and fit.y[0] == y
+    sA = math.sqrt(rss[0] / (keep.sum() - 3) * np.linalg.inv(J.T @ J)[0, 0])
+    assert fit.A_pstd[0] == pytest.approx(sA, rel=1e-8)
+
+
+def test_amplitude_pval_hand_computed():
+    # A = 1000, A_pstd = 150, sigma_r = 300, npx = 121: the Welch-Satterthwaite t-test of cmeAnalysis
+    k = 1.959963984540054
+    se = 300 / math.sqrt(240) * k
+    df = 120 * (150 ** 2 + se ** 2) ** 2 / (150 ** 4 + se ** 4)
+    T = (1000 - 300 * k) / math.sqrt((150 ** 2 + se ** 2) / 121)
+    assert amplitude_pval(1000.0, 150.0, 300.0, 121) == pytest.approx(stats.t.sf(T, df), rel=1e-9)
+    assert amplitude_pval(300.0 * k, 150.0, 300.0, 121) == pytest.approx(0.5)
+
+
+def test_anderson_darling_statistic_and_level():
+    rng = np.random.default_rng(4)
+    res = rng.normal(0, 2.0, (3, 121))
+    res[2, 100:] = np.nan  # missing pixels
+    sd = np.array([2.0, 1.5, 2.0])
+    for i in range(3):
+        z = np.sort(res[i][np.isfinite(res[i])] / sd[i])
+        n = z.size
+        F = stats.norm.cdf(z)
+        ref = -n - np.mean((2 * np.arange(1, n + 1) - 1) * (np.log(F) + np.log(1 - F[::-1])))
+        assert ad_statistic(res[i:i + 1], sd[i:i + 1])[0] == pytest.approx(ref, rel=1e-10)
+    # case 2 (mean 0 known, sd estimated with mean removed): ~5 % rejections of normal samples
+    x = rng.normal(0, 1, (4000, 121))
+    sdx = np.sqrt((np.sum(x ** 2, 1) - np.sum(x, 1) ** 2 / 121) / 120)
+    rate = np.mean(ad_statistic(x, sdx) > 2.308)
+    assert 0.03 < rate < 0.07
+    skewed = rng.exponential(1.0, (500, 121)) - 1.0  # mean 0, sd 1, not normal
+    assert np.mean(ad_statistic(skewed, skewed.std(1)) > 2.308) > 0.9
+
+
+# ------------------------------------------------------------------ frames
+def test_detect_frame_recovers_isolated_spots_and_auxilin():
+    rng = np.random.default_rng(5)
+    xs, ys = grid_spots(8, 14, 12, rng)
+    amps = np.full(xs.size, 3000.0)
+    aux_amp = np.where(np.arange(xs.size) % 2 == 0, 2500.0, 0.0)  # every other site has auxilin
+    shift = (0.2, -0.15)  # registration offset of the auxilin channel
+    frame = np.stack([emccd(render((120, 120), xs, ys, amps, 1.2, 450), rng),
+                      emccd(render((120, 120), xs + shift[0], ys + shift[1], aux_amp, 1.1, 300), rng)])
+    det = detect_frame(frame, sigma=1.2, sigma_aux=1.1, alpha=DetectionConfig().alpha)
+    truth = pd.DataFrame({"frame": 0, "x": xs, "y": ys, "A_clathrin": amps, "aux": aux_amp})
+    det["frame"] = 0
+    m = acc.match_detections(det, truth)
+    assert len(m) == xs.size == len(det)
+    assert np.sqrt(np.mean(m["dist"] ** 2)) < 0.3
+    A = det.loc[m["pred"], "A"].to_numpy()
+    # a sampled Gaussian fitted to pixel-integrated data of the same sigma: ~2 % low
+    assert 0.93 < np.median(A / 3000.0) < 1.01
+    aux = truth.loc[m["truth"], "aux"].to_numpy() > 0
+    pa = det.loc[m["pred"], "pval_A_aux"].to_numpy()
+    assert np.all(pa[aux] < 1e-6)
+    assert np.mean(pa[~aux] < 0.05) <= 0.15
+    A_aux = det.loc[m["pred"], "A_aux"].to_numpy()
+    assert 0.9 < np.median(A_aux[aux] / 2500.0) < 1.05
+    assert np.abs(np.median(A_aux[~aux])) < 150
+
+
+def test_detect_frame_on_background_and_input_checks():
+    rng = np.random.default_rng(6)
+    bg = emccd(np.full((256, 256), 450.0), rng)
+    # EMCCD background: cmeAnalysis' default level 0.05 finds many noise blobs, the default 0.01 few
+    n05 = len(detect_frame(bg, sigma=1.2, alpha=0.05))
+    n01 = len(detect_frame(bg, sigma=1.2, alpha=DetectionConfig().alpha))
+    assert n01 <= 6 and n05 >= 3 * max(n01, 2)  # measured: 16 and 3 per 256^2 frame
+    empty = detect_frame(np.full((40, 40), 1000, np.uint16), sigma=1.2)
+    assert len(empty) == 0 and {"x", "y", "A", "pval_A", "A_aux", "pval_A_aux"} <= set(empty.columns)
+    with pytest.raises(InputError):
+        detect_frame(np.zeros((3, 10, 10)), sigma=1.2)
+
+
+def test_psf_sigma_from_optics_and_config():
+    assert psf_sigma_px(584, 1.49, 0.08) == pytest.approx(0.21 * 584 / 1.49 / 80)
+    cfg = DetectionConfig.from_dict({"sigma_clathrin": None, "sigma_aux": None})
+    assert cfg.sigmas(0.08) == (1.1, 1.1)  # 1.03 and 0.90 px, clamped to 1.1 like cmeAnalysis
+    assert DetectionConfig.from_dict({}).sigmas(0.08) == (1.2, 1.1)
+    with pytest.raises(InputError):
+        DetectionConfig.from_dict({"sigma": 1.2})
+    with pytest.raises(InputError):
+        DetectionConfig.from_dict({"alpha": 1.5})
+
+
+# ------------------------------------------------------------------ simulator ground truth
+@pytest.fixture(scope="module")
+def simulated():
+    from domains.cme.simulate import SimulationConfig, simulate_cell
+
+    cfg = SimulationConfig.from_dict({"height": 160, "width": 160, "n_frames": 50})
+    cell = simulate_cell(cfg, 11)
+    det = detect_movie(cell.movie, {}, threads=2)
+    return cell, det
+
+
+def test_detection_accuracy_against_simulator_truth(simulated):
+    cell, det = simulated
+    H, W = cell.movie.data.shape[-2:]
+    margin = math.ceil(4 * 1.2)
+    truth = cell.truth_detections[cell.truth_detections["A_clathrin"] > 0]
+    truth = acc.interior(truth, (H, W), margin)
+    pred = acc.interior(det, (H, W), margin)
+    m = acc.match_detections(pred, truth)
+    r = acc.detection_metrics(pred, truth, m)
+    bins = {b["lo"]: b for b in r["recall_by_amplitude"]}
+    assert r["precision"] >= 0.95
+    assert bins[2000.0]["recall"] >= 0.95 and bins[2000.0]["n"] > 300
+    assert bins[0.0]["recall"] < bins[800.0]["recall"] < bins[2000.0]["recall"]
+    assert r["rmse_px"] < 0.5
+    assert 0.9 < r["amplitude_ratio_median"] < 1.1
+
+
+def test_detect_movie_threads_are_deterministic(simulated):
+    cell, det = simulated
+    sub = type(cell.movie)(cell.movie.data[:6], 1.0, 0.08, "sub")
+    one = detect_movie(sub, {}, threads=1)
+    pd.testing.assert_frame_equal(one, det[det["frame"] < 6].reset_index(drop=True))

@@ -1,0 +1,308 @@
+"""CME track processing (cmeAnalysis categories, gaps, buffers), auxilin labels and the
+40-point AWD traces: hand-built movies and tables, and the simulator's ground truth."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+
+from awd.io import InputError
+from domains.cme import accuracy as acc
+from domains.cme.detect import detect_movie
+from domains.cme.track import link
+from domains.cme.tracks import (_prctile, aux_labels, build_traces, downsample, process_tracks,
+                                purity_thresholds, to_napari_tracks, write_napari_tracks, write_tables)
+
+
+# ------------------------------------------------------------------ small pieces
+def test_prctile_is_matlab_prctile():
+    # MATLAB: prctile([1 2 3 4], [2.5 25 50]) = [1 1.5 2.5]; prctile(1:10, [5 95]) = [1 10]
+    np.testing.assert_allclose(_prctile([1, 2, 3, 4], [2.5, 25, 50]), [1.0, 1.5, 2.5])
+    np.testing.assert_allclose(_prctile(np.arange(1, 11), [5, 95]), [1.0, 10.0])
+    assert np.isnan(_prctile([np.nan], 50))
+
+
+def test_aux_labels_follow_the_reference_rules():
+    p = np.ones(20)
+    Y = np.arange(20.0) * 10
+    p[[3, 4]] = 0.01
+    lab = aux_labels(Y, p)
+    assert lab["y_consec_sig"] and lab["aux_positive"] and not lab["hotspot"]
+    assert lab["Y_sig_mean"] == pytest.approx(35.0) and lab["n_sig_aux"] == 2
+    p = np.ones(20)
+    p[[3, 7]] = 0.01  # significant but not consecutive
+    lab = aux_labels(Y, p)
+    assert not lab["y_consec_sig"] and not lab["aux_positive"] and lab["Y_sig_mean"] == pytest.approx(50.0)
+    lab = aux_labels(np.r_[Y[:-1], 1000.0], np.ones(20))  # no significant frame, max > 973
+    assert lab["y_conservative_thresh"] and lab["aux_positive"] and lab["Y_sig_mean"] == 0.0
+    # hotspot: >= 5 significant frames and consecutive pairs more than 2 apart in the list of
+    # significant frames: sig idx [0 1 5 9 13 17 18] -> pairs at list positions 0 and 5
+    p = np.ones(20)
+    p[[0, 1, 5, 9, 13, 17, 18]] = 0.01
+    assert aux_labels(Y, p)["hotspot"]
+    p = np.ones(20)
+    p[[0, 1, 2, 3, 15, 16]] = 0.01  # pair positions 0, 1, 2, 4: max step 2 -> not a hotspot
+    assert not aux_labels(Y, p)["hotspot"]
+
+
+def test_downsample_and_purity_thresholds():
+    x = np.arange(45.0)
+    ds, pad = downsample(x, 40)
+    np.testing.assert_array_equal(ds, (44 * np.arange(40)) // 39)
+    assert pad == 0 and ds[0] == 0 and ds[-1] == 44
+    ds, pad = downsample(np.r_[1.0, np.nan, 2.0, 3.0], 40)
+    assert pad == 37 and list(ds[:3]) == [1.0, 2.0, 3.0] and not ds[3:].any()
+    life = np.array([3, 3, 4, 5, 5, 6, 8, 20, 30, 30, 40, 50])
+    pos = np.array([0, 0, 0, 0, 1, 0, 1, 1, 0, 1, 1, 1])
+    # negatives among life <= L: 3 -> 1, 4 -> 1, 5 -> 0.8, 6 -> 0.83, 8 -> 0.71, ...
+    # positives among life >= L: ..., 6 -> 0.71, 8 -> 0.83, 20 -> 0.8, 30 -> 0.75, 40 -> 1, 50 -> 1
+    assert purity_thresholds(life, pos, 0.95) == (4.0, 40.0)
+    assert purity_thresholds(life, pos, 0.75) == (6.0, 8.0)
+    assert purity_thresholds([10, 20], [1, 0], 0.95) == (9.0, 21.0)  # none pure: nothing dropped
+
+
+# ------------------------------------------------------------------ hand-built movie
+def _spot(shape, x, y, amp, sigma):
+    s2 = math.sqrt(2) * sigma
+    r, c = np.arange(shape[0]), np.arange(shape[1])
+    ex = 0.5 * (special.erf((c + 0.5 - x) / s2) - special.erf((c - 0.5 - x) / s2))
+    ey = 0.5 * (special.erf((r + 0.5 - y) / s2) - special.erf((r - 0.5 - y) / s2))
+    return amp * 2 * np.pi * sigma ** 2 * np.outer(ey, ex)
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    """64x64, 40 frames. A: complete, frames 10-25, one gap (15) it is visible in, auxilin
+    burst 20-23; B: starts in frame 0; C: whole movie; D: invalid gaps (13-14, 16-17, spot
+    absent there); E: a single frame; F: at the border; G: two events 3 px apart linked across
+    an empty frame (15), which cmeAnalysis cuts into two tracks."""
+    T, H, W = 40, 64, 64
+    rng = np.random.default_rng(3)
+    spots = {"A": (20.0, 20.0, 6000.0, range(10, 26)), "B": (42.0, 20.0, 2500.0, range(0, 13)),
+             "C": (20.0, 44.0, 2500.0, range(0, 40)), "E": (44.0, 30.0, 2500.0, range(30, 31)),
+             "F": (2.0, 30.0, 2500.0, range(5, 20)),
+             "D": (44.0, 46.0, 2500.0, [*range(8, 13), 15, *range(18, 31)]),
+             "G": (31.0, 8.0, 2500.0, range(5, 15)), "G2": (34.0, 8.0, 2500.0, range(16, 26))}
+    data = np.empty((T, 2, H, W))
+    data[:, 0] = 1450.0
+    data[:, 1] = 1300.0
+    det_rows = []
+    for name, (x, y, amp, frames) in spots.items():
+        for t in frames:
+            data[t, 0] += _spot((H, W), x, y, amp, 1.2)
+            if name != "A" or t != 15:
+                det_rows.append({"frame": t, "x": x + rng.normal(0, 0.05), "y": y + rng.normal(0, 0.05),
+                                 "name": name[0]})
+    for t in range(20, 24):
+        data[t, 1] += _spot((H, W), 20.2, 20.0, 2000.0, 1.1)
+    data = np.round(data + rng.normal(0, 60, data.shape)).astype(np.uint16)
+    movie = SimpleNamespace(data=data, frame_interval_s=1.0, pixel_size_um=0.08, name="hand", condition="test")
+    # detections as detect_movie gives them, linked by construction
+    det = detect_movie(movie, {})
+    truth = pd.DataFrame(det_rows)
+    m = acc.match_detections(det, truth, max_dist=1.0)
+    det = det.loc[m["pred"]].reset_index(drop=True)
+    names = truth.loc[m["truth"], "name"].to_numpy()
+    ids = {n: i for i, n in enumerate("ABCDEFG")}
+    det["track_id"] = [ids[n] for n in names]
+    det["compound_id"] = det["track_id"]
+    _, masks = detect_movie(movie, {}, return_masks=True)
+    tracks, frames = process_tracks(det, movie, masks, {}, cell="c1", cell_mask=np.ones((H, W), bool))
+    key = {int(t): n for t, n in zip(det["track_id"], names)}
+    tracks["name"] = [key[t] for t in tracks["linked_track_id"]]
+    frames = frames.merge(tracks[["track_id", "name"]], on="track_id")
+    return tracks.set_index("name"), frames, movie
+
+
+def test_process_tracks_categories_visibility_and_filters(scenario):
+    tracks, frames, _ = scenario
+    assert sorted(tracks.index) == ["A", "B", "C", "D", "G", "G"]  # E single-frame, F at the border
+    g = tracks.loc["G"].sort_values("start_frame")  # cut at the empty frame between the two sites
+    assert g[["start_frame", "end_frame"]].values.tolist() == [[5, 14], [16, 25]]
+    assert (g["catIdx"] == 1).all() and (g["split_from"] == g["linked_track_id"]).all()
+    assert np.abs(g["x_mean"].to_numpy() - [31.0, 34.0]).max() < 0.1
+    assert tracks.loc["A", "catIdx"] == 1 and tracks.loc["A", "visibility"] == 1
+    assert tracks.loc["B", "catIdx"] == 3 and tracks.loc["B", "visibility"] == 2
+    assert tracks.loc["C", "catIdx"] == 4 and tracks.loc["C", "visibility"] == 3
+    assert tracks.loc["D", "catIdx"] == 2 and not tracks.loc["D", "valid_gaps"]
+    assert tracks.loc["D", "n_gaps"] == 4 and tracks.loc["A", "n_gaps"] == 1
+    assert (tracks.loc["A", ["start_frame", "end_frame", "n_frames"]].tolist() == [10, 25, 16])
+    assert tracks.loc["A", "lifetime_s"] == 16.0
+    assert tracks.loc["A", "isCCP"]
+
+
+def test_gap_and_buffer_refits(scenario):
+    _, frames, _ = scenario
+    a = frames[frames["name"] == "A"].set_index("frame")
+    assert list(a.loc[a["part"] == "start_buffer"].index) == [5, 6, 7, 8, 9]
+    assert list(a.loc[a["part"] == "end_buffer"].index) == [26, 27, 28, 29, 30]
+    gap = a.loc[15]
+    assert gap["gap"] and gap["part"] == "track"
+    # the spot is in the image at the gap frame: the re-fit finds it at the track position
+    assert gap["A_clathrin"] == pytest.approx(a.loc[[14, 16], "A_clathrin"].mean(), rel=0.1)
+    assert gap["pval_Ar_clathrin"] < 1e-6 and abs(gap["x"] - 20.0) < 0.2
+    buf = a[a["part"] != "track"]
+    assert (buf["pval_Ar_clathrin"] > 0.05).mean() >= 0.8
+    assert np.all(np.abs(buf["A_clathrin"]) < 500)
+    d = frames[(frames["name"] == "D") & frames["gap"]]
+    assert sorted(d["frame"]) == [13, 14, 16, 17] and (d["pval_Ar_clathrin"] > 0.05).all()
+
+
+def test_auxilin_labels_and_slave_flags(scenario):
+    tracks, frames, _ = scenario
+    a = tracks.loc["A"]
+    assert a["aux_positive"] and a["y_consec_sig"] and a["n_sig_aux"] == 4
+    assert a["significantMaster_auxilin"] and a["significantSlave_auxilin"]
+    aux = frames[(frames["name"] == "A") & (frames["part"] == "track")].set_index("frame")["A_auxilin"]
+    assert a["Y_sig_mean"] == pytest.approx(aux.loc[20:23].mean())
+    assert 1700 < a["Y_sig_mean"] < 2100  # 2,000 ADU burst, sampled-Gaussian fit
+    for name in "BCD":  # no auxilin there: at most an isolated chance detection
+        assert not tracks.loc[name, "aux_positive"] and tracks.loc[name, "n_sig_aux"] <= 1
+    assert tracks.attrs["p_detection_auxilin"] < 0.01
+    assert tracks.loc["A", "msd_max"] < 0.1 and tracks.loc["A", "total_displacement"] < 0.3
+
+
+def test_napari_export_and_tables(scenario, tmp_path):
+    tracks, frames, _ = scenario
+    arr = to_napari_tracks(frames)
+    core = frames[frames["part"] == "track"]
+    assert arr.shape == (len(core), 4)
+    assert np.all(np.diff(arr[:, 0]) >= 0)
+    same = np.diff(arr[:, 0]) == 0
+    assert np.all(np.diff(arr[:, 1])[same] == 1)  # consecutive frames within a track, gaps included
+    path = write_napari_tracks(tmp_path / "tracks.csv", frames)
+    back = pd.read_csv(path)
+    assert list(back.columns) == ["track_id", "t", "y", "x"]
+    np.testing.assert_allclose(back.to_numpy(float), arr)
+    with pytest.raises(InputError):
+        to_napari_tracks(pd.concat([frames, frames.assign(cell="c2")]))
+    p1, p2 = write_tables(tmp_path, tracks.reset_index(), frames)
+    back_tracks = pd.read_parquet(p1)
+    assert len(back_tracks) == len(tracks) == 6 and len(pd.read_parquet(p2)) == len(frames)
+    pd.testing.assert_series_equal(back_tracks["catIdx"], tracks.reset_index()["catIdx"])
+
+
+# ------------------------------------------------------------------ build_traces on hand tables
+def _tables(seed=0):
+    """Per-track and per-frame tables of three cells with lifetimes 3-60 frames: aux- below
+    20 frames, aux+ from 30, alternating (even lifetimes aux+) in 20-29; cell c3 (a test
+    cell) is aux+ throughout. Track 21 of c1 and tracks 40-45 are category 3."""
+    rng = np.random.default_rng(seed)
+    trs, frs = [], []
+    for cell in ("c1", "c2", "c3"):
+        for L in range(3, 61):
+            pos = cell == "c3" or L >= 30 or (L >= 20 and L % 2 == 0)
+            cat = 3 if (40 <= L <= 45 or (cell == "c1" and L == 21)) else 1
+            A = rng.normal(1500 + 300 * (cell == "c2"), 300, L)
+            Y = np.where(pos, rng.normal(1200, 200, L), rng.normal(0, 50, L))
+            p = np.where(pos & (np.arange(L) >= L - 4), 0.001, 0.5)
+            trs.append({"cell": cell, "track_id": L, "catIdx": cat, "n_frames": L, "lifetime_s": float(L)})
+            frs.append(pd.DataFrame({"cell": cell, "track_id": L, "part": "track", "frame": np.arange(L),
+                                     "A_clathrin": A, "A_auxilin": Y, "pval_Ar_auxilin": p}))
+    return pd.DataFrame(trs), pd.concat(frs, ignore_index=True)
+
+
+def test_build_traces_filters_and_normalises():
+    tracks, frames = _tables()
+    X, y, cells, tids, info = build_traces(tracks, frames, {}, train_cells=["c1", "c2"])
+    # thresholds from c1, c2 only: <= 19 all aux- (<= 20: 17/18 < 0.95); >= 28: 32/33 aux+,
+    # >= 27: 32/34 < 0.95 -> short 19, long 28; hard tracks: 20-27 frames, category 1
+    assert info["thresh_short"].iloc[0] == 19 and info["thresh_long"].iloc[0] == 28
+    expect = {(c, L) for c in ("c1", "c2", "c3") for L in range(20, 28) if not (c == "c1" and L == 21)}
+    assert set(zip(cells, tids)) == expect and X.shape == (len(expect), 40) and X.dtype == np.float32
+    assert (info["n_padded"] == 40 - info["n_frames"]).all()
+    for c in ("c1", "c2", "c3"):  # one mean and sd per cell over all its values
+        m = cells == c
+        assert X[m].mean() == pytest.approx(0, abs=1e-5) and X[m].std() == pytest.approx(1, abs=1e-5)
+        assert y[m].mean() == pytest.approx(0, abs=1e-5) and y[m].std() == pytest.approx(1, abs=1e-5)
+    # one cell by hand: raw series -> zero-padded 40 points -> the cell's single mean and sd
+    m = cells == "c2"
+    g = frames[frames["cell"] == "c2"]
+    raw = np.stack([np.r_[g[g["track_id"] == t].sort_values("frame")["A_clathrin"].to_numpy(),
+                          np.zeros(40 - t)] for t in tids[m]])
+    np.testing.assert_allclose(X[m], (raw - raw.mean()) / raw.std(), rtol=1e-5, atol=1e-5)
+    ysm = np.array([g[(g["track_id"] == t) & (g["pval_Ar_auxilin"] < 0.05)]["A_auxilin"].mean()
+                    if t % 2 == 0 else 0.0 for t in tids[m]])
+    np.testing.assert_allclose(info.loc[m, "Y_sig_mean"], ysm)
+    np.testing.assert_allclose(y[m], (ysm - ysm.mean()) / ysm.std(), rtol=1e-5)
+    # without the purity filter: catIdx 1 and lifetime > 15 frames
+    X2, *_ , info2 = build_traces(tracks, frames, {"labels": {"drop_short_long": False}})
+    assert len(X2) == 3 * 45 - 6 * 3 - 1
+    with pytest.raises(InputError):
+        build_traces(tracks.drop(columns=["catIdx"]), frames, {})
+
+
+# ------------------------------------------------------------------ simulator ground truth
+@pytest.fixture(scope="module")
+def simulated_tracks():
+    from domains.cme.simulate import SimulationConfig, simulate_cell
+
+    cell = simulate_cell(SimulationConfig.from_dict({"height": 192, "width": 192, "n_frames": 100}), 31)
+    det, masks = detect_movie(cell.movie, {}, threads=2, return_masks=True)
+    linked = link(det, {})
+    tracks, frames = process_tracks(linked, cell.movie, masks, {}, cell=1, cell_mask=cell.mask)
+    truth = cell.truth_detections[cell.truth_detections["A_clathrin"] > 0]
+    rows = frames[(frames["part"] == "track") & ~frames["gap"]].reset_index(drop=True)
+    m = acc.match_detections(rows, truth)
+    pairs = pd.DataFrame({"track_id": rows.loc[m["pred"], "track_id"].to_numpy(),
+                          "true_id": truth.loc[m["truth"], "track_id"].to_numpy()})
+    dom = pairs.value_counts().reset_index().drop_duplicates("track_id").set_index("track_id")["true_id"]
+    tracks["true_id"] = dom.reindex(tracks["track_id"]).to_numpy()
+    tt = cell.truth_tracks.set_index("track_id")
+    for col in ("class", "Y_sig_mean_true", "lifetime_frames", "aux_peak_frame"):
+        tracks[f"true_{col}"] = tt[col].reindex(tracks["true_id"]).to_numpy()
+    return tracks, frames
+
+
+def test_simulated_tracks_labels_follow_truth(simulated_tracks):
+    tracks, frames = simulated_tracks
+    assert set(tracks["catIdx"]) <= set(range(1, 9)) and (tracks["catIdx"] == 1).sum() > 50
+    valid = tracks[tracks["catIdx"].isin([1, 2])]
+    # productive pits seen through their auxilin burst (dim early phases fragment some tracks)
+    peak = valid["true_aux_peak_frame"]
+    burst = (valid["start_frame"] <= peak) & (valid["end_frame"] >= peak)
+    prod = valid[(valid["true_class"] == "productive") & burst]
+    abort = valid[valid["true_class"].isin(["abortive", "dim"])]
+    assert len(prod) > 15 and len(abort) > 30
+    assert prod["aux_positive"].mean() >= 0.9
+    assert abort["aux_positive"].mean() <= 0.15
+    pos = prod[prod["aux_positive"]]
+    assert stats.spearmanr(pos["Y_sig_mean"], pos["true_Y_sig_mean_true"]).statistic > 0.7
+    # complete productive tracks: lifetime close to the truth
+    full = prod[prod["catIdx"] == 1]
+    rel = np.abs(full["n_frames"] - full["true_lifetime_frames"]) / full["true_lifetime_frames"]
+    assert len(full) > 10 and np.median(rel) <= 0.1
+
+
+def test_simulated_traces(simulated_tracks):
+    tracks, frames = simulated_tracks
+    X, y, cells, tids, info = build_traces(tracks, frames, {})
+    assert X.shape[1] == 40 and len(X) == len(y) == len(info) > 10
+    assert (info["n_frames"] > 15).all() and info["catIdx"].isin([1, 2]).all()
+    assert np.isfinite(X).all() and np.isfinite(y).all()
+    assert X.mean() == pytest.approx(0, abs=1e-5) and y.std() == pytest.approx(1, abs=1e-5)
+    assert (info["n_padded"] == np.maximum(0, 40 - info["n_frames"])).all()
+
+
+def test_process_tracks_single_channel_empty_and_bad_input():
+    from domains.cme.simulate import SimulationConfig, simulate_cell
+
+    cell = simulate_cell(SimulationConfig.from_dict({"height": 96, "width": 96, "n_frames": 30}), 3)
+    one = SimpleNamespace(data=cell.movie.data[:, :1], frame_interval_s=1.0, pixel_size_um=0.08, name="c")
+    det, masks = detect_movie(one, {}, return_masks=True)
+    tracks, frames = process_tracks(link(det, {}), one, masks, {}, cell=0)
+    assert len(tracks) > 5 and not any("auxilin" in c for c in frames.columns)
+    assert tracks["catIdx"].between(1, 4).all()
+    blank = SimpleNamespace(data=np.full((20, 2, 40, 40), 1000, np.uint16), frame_interval_s=1.0,
+                            pixel_size_um=0.08, name="blank")
+    det, masks = detect_movie(blank, {}, return_masks=True)
+    tracks, frames = process_tracks(link(det, {}), blank, masks, {}, cell=0)
+    assert len(det) == len(tracks) == len(frames) == 0 and "catIdx" in tracks.columns
+    with pytest.raises(InputError):
+        process_tracks(det, blank, masks, {})  # not linked
+    with pytest.raises(InputError):
+        process_tracks(link(det, {}), blank, masks[:5], {})
