@@ -138,6 +138,11 @@ class Domain:
         """A fresh, untrained ``torch.nn.Module`` mapping X to all target columns."""
         raise NotImplementedError
 
+    def distill_init(self, cfg: dict):
+        """The filter AWD starts from: None means the config's ``distill.wave``; a domain may
+        return a pywt name or a low-pass filter array (e.g. a perturbed wavelet)."""
+        return None
+
     def fit_heads(self, cfg: dict, dataset: Dataset, grid: list, teacher, out_dir: Path,
                   threads: int = 1) -> dict:
         """Fit the interpretable heads for every learned wavelet in ``grid``; select one;

@@ -114,14 +114,9 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
     teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
     dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target)})
     train, val = ds.subset("train"), ds.subset("val")
-    X_train = train.X
-    cap = cfg["distill"].get("max_train")
-    if cap and len(X_train) > cap:
-        rng = np.random.default_rng(dcfg.seed)
-        X_train = X_train[np.sort(rng.choice(len(X_train), cap, replace=False))]
     lam = dcfg.lambdas[index]
-    results = distill_path(teacher, X_train, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,
-                           checkpoint=checkpoint)
+    results = distill_path(teacher, train.X, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,
+                           init=dom.distill_init(cfg), checkpoint=checkpoint)
     save_results(out_path, results)
     if checkpoint is not None and Path(checkpoint).exists():
         Path(checkpoint).unlink()
