@@ -1,0 +1,564 @@
+"""The AWD distiller: learn one low-pass filter h by Adam over mini-batches, for a grid of
+(lambda, gamma) with warm start along gamma.
+
+For one lambda (:func:`distill_path`, the unit the workflow runs as one job) the gammas are
+run in increasing order; the first starts from the initial wavelet, every later one from the
+previous gamma's result. Each grid point gets a fresh Adam and a shuffling generator seeded
+with ``config.seed``, so a path depends only on its inputs, never on run order or on files
+already on disk. Everything is deterministic on CPU: the same seed gives the same h bytes.
+
+Objective per mini-batch (:mod:`awd.losses`): reconstruction + five wavelet-validity terms
++ lambda * L1(coefficients) + gamma * L1(TRIM attributions). The attributions use the fast
+path (precomputed input gradients, :mod:`awd.trim`) where it is exact — piecewise-linear
+teachers — unless ``fast_path`` says otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pywt
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from awd.io import InputError, atomic_path, read_json, write_json
+from awd.losses import (NORMALIZATIONS, TERMS, as_floats, coefficient_l1, filter_losses, reconstruction_loss,
+                        total_loss)
+from awd.teacher import TrainingDiverged
+from awd.transform import DWT1d, DWT2d
+from awd.trim import (METHODS, attributions_from_gradients, input_gradients, is_piecewise_linear, reconstruct,
+                      trim_attributions)
+from awd.wavelet import filter_bank_metrics
+
+__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "distill_path", "distill_grid",
+           "evaluate_terms", "save_results", "load_results"]
+
+log = logging.getLogger(__name__)
+
+FAST_PATH_MODES = ("auto", "always", "never")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+RESULTS_FORMAT = "awd-distill-results"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of the distiller (the ``distill`` section of a domain config).
+
+    ``fast_path``: "auto" uses precomputed input gradients only where exact
+    (:func:`awd.trim.is_piecewise_linear`), "always" forces them, "never" always does double
+    back-propagation. ``normalization``: "reference" (the reference's scaling, so its grids
+    carry over) or "mean" (per element). ``max_train``: optional cap on the training samples
+    (a seeded subset). ``max_filter_norm``: training stops as diverged when ||h|| exceeds it.
+    ``progress``: tqdm bars; None shows them only on a terminal.
+    """
+
+    wave: str = "db5"
+    J: int = 4
+    mode: str = "zero"
+    lambdas: tuple[float, ...] = (0.0,)
+    gammas: tuple[float, ...] = (0.0,)
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    target: int = 0
+    fast_path: str = "auto"
+    attribution: str = "saliency"
+    ig_steps: int = 32
+    normalization: str = "reference"
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_train: int | None = None
+    max_filter_norm: float = 10.0
+    progress: bool | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None, source: str | Path | None = None) -> "DistillConfig":
+        """Build from a plain dict (a config file section); ``source`` names that file in errors."""
+        d = dict(d or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise InputError(source, f"distill: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        values = {k: _coerce(k, v, source) for k, v in d.items()}
+        cfg = cls(**values)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str | Path | None = None) -> None:
+        """Raise :class:`~awd.io.InputError` naming the first bad value."""
+        def bad(key: str, problem: str) -> InputError:
+            return InputError(source, f"distill.{key}: {problem}")
+
+        for key, allowed in (("fast_path", FAST_PATH_MODES), ("attribution", METHODS),
+                             ("normalization", NORMALIZATIONS), ("dtype", tuple(DTYPES))):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"{getattr(self, key)!r} is not one of {list(allowed)}")
+        for key in ("J", "epochs", "batch_size", "ig_steps"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.max_train is not None and self.max_train < 1:
+            raise bad("max_train", f"must be >= 1 or null, got {self.max_train}")
+        for key in ("lr", "max_filter_norm"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise bad(key, f"must be a positive number, got {getattr(self, key)}")
+        for key in ("lambdas", "gammas"):
+            vals = getattr(self, key)
+            if not vals:
+                raise bad(key, "must not be empty")
+            if any(not math.isfinite(v) or v < 0 for v in vals):
+                raise bad(key, f"values must be finite and >= 0, got {list(vals)}")
+            if len(set(vals)) != len(vals):
+                raise bad(key, f"values must be distinct, got {list(vals)}")
+        try:
+            wavelet = pywt.Wavelet(self.wave)
+        except ValueError as err:
+            raise bad("wave", f"unknown wavelet {self.wave!r} ({err})") from None
+        if not wavelet.orthogonal:
+            raise bad("wave", f"{self.wave!r} is not an orthogonal wavelet")
+        if self.mode not in pywt.Modes.modes:
+            raise bad("mode", f"{self.mode!r} is not one of {pywt.Modes.modes}")
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise bad("device", str(err)) from None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lambdas"], d["gammas"] = list(self.lambdas), list(self.gammas)
+        return d
+
+
+_INT_KEYS = {"J", "epochs", "batch_size", "seed", "target", "ig_steps", "max_train"}
+_FLOAT_KEYS = {"lr", "max_filter_norm"}
+_STR_KEYS = {"wave", "mode", "fast_path", "attribution", "normalization", "device", "dtype"}
+
+
+def _coerce(key: str, value: Any, source: str | Path | None) -> Any:
+    """Type-check one config value (ints stay ints, YAML numbers become floats)."""
+    def bad(expected: str) -> InputError:
+        return InputError(source, f"distill.{key}: expected {expected}, got {value!r}")
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if key in ("lambdas", "gammas"):
+        if is_number(value):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
+            raise bad("a list of numbers")
+        return tuple(float(v) for v in value)
+    if key in _INT_KEYS:
+        if key == "max_train" and value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        return value
+    if key in _FLOAT_KEYS:
+        if not is_number(value):
+            raise bad("a number")
+        return float(value)
+    if key in _STR_KEYS:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if key == "progress":
+        if value is not None and not isinstance(value, bool):
+            raise bad("true, false or null")
+        return value
+    raise bad("a known key")  # unreachable: unknown keys are rejected before
+
+
+@dataclass
+class DistillResult:
+    """One grid point: the learned filter, its settings and its validation losses.
+
+    ``losses``: every term of :data:`awd.losses.TERMS` on the validation split (unweighted;
+    "objective" adds the weighted total). ``metrics``: :func:`awd.wavelet.filter_bank_metrics`.
+    ``train_loss``: mean training objective per epoch.
+    """
+
+    h: np.ndarray
+    lam: float
+    gamma: float
+    init: str
+    init_h: np.ndarray
+    epochs: int
+    wave: str
+    J: int
+    mode: str
+    ndim: int
+    losses: dict[str, float]
+    metrics: dict[str, Any]
+    train_loss: list[float] = field(default_factory=list)
+    fast_path: bool = False
+    attribution: str = "saliency"
+    normalization: str = "reference"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["h"] = [float(v) for v in self.h]
+        d["init_h"] = [float(v) for v in self.init_h]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path | None = None) -> "DistillResult":
+        names = {f.name for f in fields(cls)}
+        missing = sorted(n for n in ("h", "lam", "gamma", "J", "mode", "ndim") if n not in d)
+        if missing:
+            raise InputError(source, f"result record lacks {missing}")
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(source, f"result record has unknown keys {unknown}")
+        d = dict(d)
+        for key in ("h", "init_h"):
+            try:
+                arr = np.asarray(d.get(key, d["h"]), dtype=np.float64)
+            except (TypeError, ValueError):
+                arr = np.array([np.nan])
+            if arr.ndim != 1 or arr.size < 2 or not np.all(np.isfinite(arr)):
+                raise InputError(source, f"result record: '{key}' must be a finite 1D filter, got {d.get(key)!r}")
+            d[key] = arr
+        d.setdefault("init", "custom")
+        d.setdefault("epochs", 0)
+        d.setdefault("wave", "custom")
+        d.setdefault("losses", {})
+        d.setdefault("metrics", {})
+        return cls(**d)
+
+
+def _ndim_of(X: torch.Tensor) -> int:
+    if X.dim() not in (2, 3):
+        raise InputError(None, f"X must be (n, L) signals or (n, H, W) images, got shape {tuple(X.shape)}")
+    return X.dim() - 1
+
+
+def _initial_filter(init: str | np.ndarray | Sequence[float] | None, cfg: DistillConfig) -> tuple[np.ndarray, str]:
+    """The starting filter (float64) and a label for it."""
+    if init is None:
+        init = cfg.wave
+    if isinstance(init, str):
+        try:
+            return np.asarray(pywt.Wavelet(init).rec_lo, dtype=np.float64), init
+        except ValueError as err:
+            raise InputError(None, f"distill init: unknown wavelet {init!r} ({err})") from None
+    h = np.asarray(init, dtype=np.float64)
+    if h.ndim != 1 or h.size < 2 or h.size % 2 or not np.all(np.isfinite(h)):
+        raise InputError(None, f"distill init: need a finite 1D filter of even length, got shape {h.shape}")
+    return h, "custom"
+
+
+def _make_dwt(ndim: int, h0: np.ndarray, cfg: DistillConfig, device: torch.device,
+              dtype: torch.dtype) -> nn.Module:
+    cls = DWT1d if ndim == 1 else DWT2d
+    return cls(wave=h0, J=cfg.J, mode=cfg.mode, dtype=dtype, device=device)
+
+
+def _set_filter(dwt: nn.Module, h: np.ndarray) -> None:
+    with torch.no_grad():
+        dwt.h.copy_(torch.as_tensor(h, dtype=dwt.h.dtype))
+
+
+def _frozen_teacher(teacher: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A frozen eval-mode copy of the teacher (the caller's module is left untouched)."""
+    model = copy.deepcopy(teacher).to(device=device, dtype=dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _use_fast_path(mode: str, teacher: nn.Module) -> bool:
+    exact = is_piecewise_linear(teacher)
+    if mode == "never":
+        return False
+    if mode == "always" and not exact:
+        log.warning("fast_path='always' with a teacher that is not piecewise linear: attribution values "
+                    "are exact but their gradient w.r.t. h drops the teacher-curvature term")
+    return mode == "always" or exact
+
+
+def _subsample(X: np.ndarray | torch.Tensor, cap: int | None, seed: int):
+    """A seeded subset of at most ``cap`` rows (kept in their original order)."""
+    if cap is None or len(X) <= cap:
+        return X
+    keep = np.sort(np.random.default_rng(seed).choice(len(X), cap, replace=False))
+    return X[keep]
+
+
+def _data_digest(*arrays: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for arr in arrays:
+        a = np.ascontiguousarray(arr.detach().cpu().numpy())
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()
+
+
+def _weighted_terms(terms: dict[str, torch.Tensor], weight: float, acc: dict[str, float]) -> None:
+    for k, v in terms.items():
+        acc[k] = acc.get(k, 0.0) + weight * float(v.detach())
+
+
+def evaluate_terms(teacher: nn.Module, dwt: nn.Module, X: torch.Tensor, lam: float, gamma: float,
+                   cfg: DistillConfig, grads: torch.Tensor | None = None) -> dict[str, float]:
+    """Every loss term (and the weighted "objective") of ``dwt`` on ``X``, batch by batch.
+
+    The data terms are averaged over the samples exactly as one batch of all of ``X`` would
+    give them. ``grads``: input gradients of ``teacher`` for ``X`` (computed when None); the
+    attribution values from them are exact for any teacher.
+    """
+    device = dwt.h.device
+    if grads is None:
+        grads = input_gradients(teacher, X, cfg.target, cfg.batch_size, method=cfg.attribution,
+                                ig_steps=cfg.ig_steps)
+    acc: dict[str, float] = {}
+    n = len(X)
+    with torch.no_grad():
+        h_terms = filter_losses(dwt.h)
+    for i in range(0, n, cfg.batch_size):
+        xb = X[i:i + cfg.batch_size].to(device)
+        with torch.no_grad():
+            coeffs = dwt(xb)
+            x_rec = reconstruct(dwt, coeffs, xb.shape)
+        attr = attributions_from_gradients(dwt, xb, grads[i:i + cfg.batch_size].to(device), cfg.attribution,
+                                           coeffs=coeffs, create_graph=False)
+        batch = {"reconstruction": reconstruction_loss(xb, x_rec, cfg.normalization),
+                 "sparsity": coefficient_l1(coeffs, cfg.normalization),
+                 "interpretation": coefficient_l1(attr, cfg.normalization)}
+        _weighted_terms(batch, len(xb) / n, acc)
+    _weighted_terms(h_terms, 1.0, acc)
+    terms = {k: acc[k] for k in TERMS}
+    terms["objective"] = float(total_loss(terms, lam, gamma))
+    return terms
+
+
+class _Checkpoint:
+    """Resumable state of one lambda path: finished points plus the running point's h, Adam
+    state, generator state and epoch. Tensors, numbers and strings only (``weights_only``)."""
+
+    def __init__(self, path: str | Path | None, fingerprint: str):
+        self.path = None if path is None else Path(path)
+        self.fingerprint = fingerprint
+        self.state: dict[str, Any] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                state = torch.load(self.path, weights_only=True, map_location="cpu")
+            except Exception as err:  # corrupt or foreign file
+                raise InputError(self.path, f"cannot read distillation checkpoint: {err}") from None
+            if state.get("fingerprint") != fingerprint:
+                raise InputError(self.path, "checkpoint belongs to a different run (config, data, lambda, "
+                                            "gammas or init changed); delete it to start over")
+            self.state = state
+            log.info("resuming from %s: %d finished grid point(s), point %d at epoch %d", self.path,
+                     len(state["done"]), len(state["done"]), state.get("epoch", 0))
+
+    @property
+    def done(self) -> list[dict]:
+        return list(self.state.get("done", []))
+
+    def running(self, point: int) -> dict | None:
+        """The saved mid-point state of grid point ``point``, if any."""
+        if self.state.get("point") == point and "h" in self.state:
+            return self.state
+        return None
+
+    def save(self, done: list[dict], point: int, running: dict | None = None) -> None:
+        if self.path is None:
+            return
+        state = {"fingerprint": self.fingerprint, "done": done, "point": point}
+        if running is not None:
+            state.update(running)
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        self.state = state
+
+
+def _fingerprint(cfg: DistillConfig, lam: float, gammas: Sequence[float], init_h: np.ndarray,
+                 X_train: torch.Tensor, X_val: torch.Tensor) -> str:
+    semantic = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "lambdas", "gammas")}
+    return json.dumps({"config": semantic, "lam": lam, "gammas": list(gammas), "init": init_h.tolist(),
+                       "data": _data_digest(X_train, X_val)}, sort_keys=True)
+
+
+def _done_record(res: DistillResult) -> dict:
+    return {"h": torch.as_tensor(res.h), "train_loss": torch.tensor(res.train_loss, dtype=torch.float64),
+            "losses": torch.tensor([res.losses[k] for k in (*TERMS, "objective")], dtype=torch.float64)}
+
+
+def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequence[float],
+                 config: DistillConfig, init: str | np.ndarray | None = None,
+                 checkpoint: str | Path | None = None,
+                 callback: Callable[[dict], None] | None = None) -> list[DistillResult]:
+    """Distill ``teacher`` for one ``lam`` along ``gammas`` (run in increasing order, warm
+    started); return one :class:`DistillResult` per gamma, in increasing gamma.
+
+    ``X_train``/``X_val``: arrays (n, L) or (n, H, W) as the teacher takes them. ``init``: a
+    pywt wavelet name or a low-pass filter (default ``config.wave``). ``checkpoint``: a file
+    written atomically after every epoch; a rerun resumes from it bit-identically.
+    ``callback(info)`` is called after every epoch (and after the checkpoint is written) with
+    lam, gamma, point, epoch and train_loss.
+    """
+    cfg = config
+    if not (math.isfinite(lam) and lam >= 0):
+        raise InputError(None, f"distill: lambda must be finite and >= 0, got {lam}")
+    gammas = sorted(float(g) for g in gammas)
+    if not gammas or any(not math.isfinite(g) or g < 0 for g in gammas) or len(set(gammas)) != len(gammas):
+        raise InputError(None, f"distill: gammas must be distinct finite numbers >= 0, got {gammas}")
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+    X_tr = torch.as_tensor(np.asarray(_subsample(X_train, cfg.max_train, cfg.seed)), dtype=dtype)
+    X_va = torch.as_tensor(np.asarray(X_val), dtype=dtype)
+    ndim = _ndim_of(X_tr)
+    if len(X_tr) == 0 or len(X_va) == 0 or X_va.shape[1:] != X_tr.shape[1:]:
+        raise InputError(None, f"distill: need non-empty X_train and X_val of equal sample shape, got "
+                               f"{tuple(X_tr.shape)} and {tuple(X_va.shape)}")
+    h_init, init_label = _initial_filter(init, cfg)
+    model = _frozen_teacher(teacher, device, dtype)
+    fast = _use_fast_path(cfg.fast_path, model)
+    dwt = _make_dwt(ndim, h_init, cfg, device, dtype)
+    log.info("distill lambda=%g over %d gamma(s): %d train / %d val samples of shape %s, %s attributions, "
+             "%s path", lam, len(gammas), len(X_tr), len(X_va), tuple(X_tr.shape[1:]), cfg.attribution,
+             "fast" if fast else "exact (double back-prop)")
+    ckpt = _Checkpoint(checkpoint, _fingerprint(cfg, lam, gammas, h_init, X_tr, X_va))
+    done = ckpt.done
+    grads_val = grads_train = None
+    if len(done) < len(gammas):  # input gradients, once per path (validation: exact values for any teacher)
+        grad_kw = dict(method=cfg.attribution, ig_steps=cfg.ig_steps)
+        grads_val = input_gradients(model, X_va, cfg.target, cfg.batch_size, **grad_kw)
+        if fast and any(g > 0 for g in gammas[len(done):]):
+            grads_train = input_gradients(model, X_tr, cfg.target, cfg.batch_size, **grad_kw)
+    results: list[DistillResult] = []
+    h_start = h_init
+    for point, gamma in enumerate(gammas):
+        if point < len(done):
+            rec = done[point]
+            h = rec["h"].numpy().astype(np.float64)
+            _set_filter(dwt, h)
+            losses = dict(zip((*TERMS, "objective"), rec["losses"].tolist()))
+            train_loss = rec["train_loss"].tolist()
+        else:
+            _set_filter(dwt, h_start)
+            train_loss = _train_point(model, dwt, X_tr, grads_train, lam, gamma, cfg, fast, point, done, ckpt,
+                                      callback)
+            h = dwt.h.detach().cpu().to(torch.float64).numpy().reshape(-1).copy()
+            losses = evaluate_terms(model, dwt, X_va, lam, gamma, cfg, grads_val)
+        res = DistillResult(h=h, lam=float(lam), gamma=gamma, init=init_label, init_h=h_init.copy(),
+                            epochs=cfg.epochs, wave=cfg.wave, J=cfg.J, mode=cfg.mode, ndim=ndim, losses=losses,
+                            metrics=filter_bank_metrics(h), train_loss=train_loss, fast_path=fast,
+                            attribution=cfg.attribution, normalization=cfg.normalization, seed=cfg.seed)
+        if point >= len(done):
+            done.append(_done_record(res))
+            ckpt.save(done, point + 1)
+            log.info("distill lambda=%g gamma=%g: validation %s", lam, gamma,
+                     ", ".join(f"{k}={v:.6g}" for k, v in losses.items()))
+        results.append(res)
+        h_start = h
+    return results
+
+
+def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch.Tensor | None, lam: float,
+                 gamma: float, cfg: DistillConfig, fast: bool, point: int, done: list[dict],
+                 ckpt: _Checkpoint, callback: Callable[[dict], None] | None) -> list[float]:
+    """Adam over ``dwt.h`` for ``cfg.epochs`` epochs (resuming from ``ckpt`` when it holds this
+    point); returns the mean training objective per epoch."""
+    opt = torch.optim.Adam([dwt.h], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, history = 0, []
+    saved = ckpt.running(point)
+    if saved is not None:
+        with torch.no_grad():
+            dwt.h.copy_(saved["h"].reshape(dwt.h.shape))
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        start, history = int(saved["epoch"]), saved["history"].tolist()
+    device = dwt.h.device
+    n, bs = len(X), cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    where = f"lambda={lam:g} gamma={gamma:g}"
+    for epoch in tqdm(range(start, cfg.epochs), desc=where, disable=not show, initial=start, total=cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * bs:(step + 1) * bs]
+            xb = X[idx].to(device)
+            coeffs = dwt(xb)
+            terms = {"reconstruction": reconstruction_loss(xb, reconstruct(dwt, coeffs, xb.shape), cfg.normalization),
+                     **filter_losses(dwt.h), "sparsity": coefficient_l1(coeffs, cfg.normalization)}
+            if gamma > 0:
+                if fast:
+                    attr = attributions_from_gradients(dwt, xb, grads[idx].to(device), cfg.attribution,
+                                                       coeffs=coeffs, create_graph=True)
+                else:
+                    attr = trim_attributions(model, dwt, xb, cfg.target, cfg.attribution, coeffs=coeffs,
+                                             create_graph=True, ig_steps=cfg.ig_steps)
+                terms["interpretation"] = coefficient_l1(attr, cfg.normalization)
+            loss = total_loss(terms, lam, gamma)
+            at = f"{where}, epoch {epoch + 1}, step {step + 1} (global step {epoch * steps_per_epoch + step + 1})"
+            if not torch.isfinite(loss):
+                detail = ", ".join(f"{k}={v:.4g}" for k, v in as_floats(terms).items())
+                raise TrainingDiverged(f"distill {at}: loss is {float(loss.detach())} ({detail})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if not torch.all(torch.isfinite(dwt.h.grad)):
+                raise TrainingDiverged(f"distill {at}: gradient w.r.t. h is not finite")
+            opt.step()
+            norm = float(dwt.h.detach().norm())
+            if not math.isfinite(norm) or norm > cfg.max_filter_norm:
+                raise TrainingDiverged(f"distill {at}: ||h|| = {norm:.4g} exceeds max_filter_norm "
+                                       f"{cfg.max_filter_norm:g}")
+            total += float(loss.detach()) * len(idx)
+        history.append(total / n)
+        ckpt.save(done, point, {"h": dwt.h.detach().cpu().clone(), "optimizer": opt.state_dict(),
+                                "generator": gen.get_state(), "epoch": epoch + 1,
+                                "history": torch.tensor(history, dtype=torch.float64)})
+        log.debug("distill %s epoch %d/%d: train objective %.6g", where, epoch + 1, cfg.epochs, history[-1])
+        if callback is not None:
+            callback({"lam": lam, "gamma": gamma, "point": point, "epoch": epoch + 1, "train_loss": history[-1]})
+    return history
+
+
+def distill_grid(teacher: nn.Module, X_train, X_val, *, config: DistillConfig,
+                 init: str | np.ndarray | None = None, checkpoint_dir: str | Path | None = None,
+                 callback: Callable[[dict], None] | None = None) -> list[DistillResult]:
+    """All lambdas of ``config``: one independent :func:`distill_path` each (checkpoint
+    ``lambda_<i>.pt`` in ``checkpoint_dir``); results ordered by lambda index, then gamma."""
+    results: list[DistillResult] = []
+    for i, lam in enumerate(config.lambdas):
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"lambda_{i}.pt"
+        results += distill_path(teacher, X_train, X_val, lam=lam, gammas=config.gammas, config=config,
+                                init=init, checkpoint=ckpt, callback=callback)
+    return results
+
+
+def save_results(path: str | Path, results: Sequence[DistillResult]) -> None:
+    """Write all grid points into one JSON file, atomically (floats round-trip exactly)."""
+    write_json(path, {"format": RESULTS_FORMAT, "version": 1, "results": [r.to_dict() for r in results]})
+
+
+def load_results(path: str | Path) -> list[DistillResult]:
+    """Read a file written by :func:`save_results`; bad content raises InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "distillation results file does not exist")
+    try:
+        data = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("results"), list):
+        raise InputError(path, f"not an AWD distillation results file (expected format '{RESULTS_FORMAT}')")
+    return [DistillResult.from_dict(r, path) if isinstance(r, dict) else _bad_record(path, r)
+            for r in data["results"]]
+
+
+def _bad_record(path: Path, record: Any) -> DistillResult:
+    raise InputError(path, f"result record must be an object, got {type(record).__name__}")
