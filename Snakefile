@@ -11,7 +11,7 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
-configfile: "workflow/config/default.yaml"
+configfile: f"{workflow.basedir}/workflow/config/default.yaml"
 
 
 report: "workflow/report/workflow.rst"

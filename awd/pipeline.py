@@ -70,26 +70,26 @@ def run_ingest(domain: str, cfg: dict, raw_dir: str | Path, out_dir: str | Path,
 
 
 def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: str | Path,
-                metrics_path: str | Path, checkpoint: str | Path | None = None) -> dict:
+                metrics_path: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> dict:
     """Train the domain's teacher; write the weights and its test metrics."""
     import torch
 
     from awd.stats import r2, rmse
-    from awd.teacher import TeacherConfig, fit_teacher, predict, save_teacher
+    from awd.teacher import TeacherConfig, fit_teacher, predict, resolve_device, save_teacher
 
     dom = get_domain(domain)
     ds = Dataset.load(dataset_path)
     tcfg = TeacherConfig.from_dict(cfg["teacher"])
     torch.manual_seed(tcfg.seed)
     core = dom.build_teacher(cfg, ds)
-    model, history = fit_teacher(core, ds, tcfg, checkpoint=checkpoint)
+    model, history = fit_teacher(core, ds, tcfg, checkpoint=checkpoint, device=resolve_device(device))
     test = ds.subset("test")
     pred = predict(model, test.X, tcfg.batch_size)
     metrics = {"history": history, "targets": {}}
     for j, name in enumerate(ds.target_names):
         metrics["targets"][name] = {"test_rmse": rmse(test.y[:, j], pred[:, j]),
                                     "test_r2": r2(test.y[:, j], pred[:, j])}
-    save_teacher(model_path, model)
+    save_teacher(model_path, model.cpu())
     write_json(metrics_path, metrics)
     if checkpoint is not None and Path(checkpoint).exists():
         Path(checkpoint).unlink()
@@ -105,14 +105,16 @@ def load_domain_teacher(domain: str, cfg: dict, ds: Dataset, model_path: str | P
 
 
 def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: str | Path, index: int,
-                out_path: str | Path, checkpoint: str | Path | None = None) -> None:
+                out_path: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> None:
     """Distill the teacher along the gamma grid for the ``index``-th lambda."""
     from awd.distill import DistillConfig, distill_path, save_results
+    from awd.teacher import resolve_device
 
     dom = get_domain(domain)
     ds = Dataset.load(dataset_path)
     teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
-    dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target)})
+    dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target),
+                                    "device": str(resolve_device(device))})
     train, val = ds.subset("train"), ds.subset("val")
     lam = dcfg.lambdas[index]
     results = distill_path(teacher, train.X, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,

@@ -95,8 +95,16 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, g
         torch.save(state, tmp)
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
-                checkpoint: str | Path | None = None) -> tuple[StandardizedTeacher, list[dict]]:
+                checkpoint: str | Path | None = None,
+                device: str | torch.device = "cpu") -> tuple[StandardizedTeacher, list[dict]]:
     """Train ``core`` on the train split of ``dataset``; return the wrapped eval teacher and
     the per-epoch history (train and val loss in standardised units).
 
@@ -106,8 +114,10 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     train, val = dataset.subset("train"), dataset.subset("val")
     if len(train.X) == 0:
         raise ValueError("teacher: the train split is empty")
+    device = torch.device(device)
     model = StandardizedTeacher(core, dataset.y.shape[1])
     model.set_standardization(train.X, train.y)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -118,7 +128,7 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     history: list[dict] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -127,12 +137,12 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
                    for e, t, v in state["history"]]
         log.info("teacher: resumed from %s at epoch %d", checkpoint, start)
 
-    X = torch.as_tensor(train.X)
-    Y = torch.as_tensor(train.y)
+    X = torch.as_tensor(train.X, device=device)
+    Y = torch.as_tensor(train.y, device=device)
     y_shift, y_scale = model.y_shift, model.y_scale
     for epoch in range(start, cfg.epochs):
         model.train()
-        order = torch.randperm(len(X), generator=gen)
+        order = torch.randperm(len(X), generator=gen).to(device)
         total, count = 0.0, 0
         for step, i in enumerate(range(0, len(X), cfg.batch_size)):
             idx = order[i:i + cfg.batch_size]
@@ -163,8 +173,9 @@ def evaluate_loss(model: StandardizedTeacher, data: Dataset, cfg: TeacherConfig)
     """Mean training loss (standardised units) of ``model`` on ``data``, in eval mode."""
     was_training = model.training
     model.eval()
-    pred = torch.as_tensor(predict(model, data.X, cfg.batch_size))
-    y = torch.as_tensor(data.y)
+    pred = torch.as_tensor(predict(model, data.X, cfg.batch_size), device=model.y_shift.device,
+                           dtype=torch.float32)
+    y = torch.as_tensor(data.y, device=model.y_shift.device)
     loss = _loss_fn(cfg.loss)((pred - model.y_shift) / model.y_scale, (y - model.y_shift) / model.y_scale)
     model.train(was_training)
     return float(loss)

@@ -15,7 +15,7 @@ for _d, _obj in _DOMAIN_OBJECTS.items():
     config[_d] = validate_config(config.get(_d) or {}, _obj.schema_path, where=_d)
 _unknown = sorted(
     set(config)
-    - {"domains", "domain_modules", "threads", "label", *DOMAINS}
+    - {"domains", "domain_modules", "threads", "device", "label", *DOMAINS}
     - set(available_domains())
 )
 if _unknown:

@@ -11,6 +11,7 @@ rule distill:
         cfg=domain_config,
         checkpoint="results/{domain}/distill/lambda_{index}.checkpoint.pt",
         code=code_version,
+        device=config["device"],
     threads: config["threads"]
     resources:
         mem_mb=8000,

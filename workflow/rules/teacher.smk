@@ -11,6 +11,7 @@ rule teacher:
         cfg=domain_config,
         checkpoint="results/{domain}/teacher/checkpoint.pt",
         code=code_version,
+        device=config["device"],
     threads: config["threads"]
     resources:
         mem_mb=8000,

@@ -7,4 +7,4 @@ from awd.pipeline import run_teacher, stage  # noqa: E402
 sm = snakemake  # noqa: F821
 with stage("teacher", sm.log[0], sm.threads):
     run_teacher(sm.wildcards.domain, sm.params.cfg, sm.input.dataset, sm.output.model,
-                sm.output.metrics, checkpoint=sm.params.checkpoint)
+                sm.output.metrics, checkpoint=sm.params.checkpoint, device=sm.params.device)
