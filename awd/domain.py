@@ -113,6 +113,9 @@ class Domain:
     paper_reference: ClassVar[dict[str, float]] = {}
     #: where ``paper_reference`` comes from.
     paper_source: ClassVar[str] = ""
+    #: most threads worth giving the teacher and distillation jobs (small recurrent networks
+    #: run slower with more); None means as many as the config's ``threads``.
+    max_torch_threads: ClassVar[int | None] = None
 
     @property
     def package_dir(self) -> Path:

@@ -51,6 +51,12 @@ def code_version(wildcards):
     return f"{_LIB_HASH}-{_DOMAIN_HASH[wildcards.domain]}"
 
 
+def torch_threads(wildcards):
+    """Threads of the teacher and distillation jobs: the config's, capped by the domain."""
+    cap = _DOMAIN_OBJECTS[wildcards.domain].max_torch_threads
+    return min(config["threads"], cap) if cap else config["threads"]
+
+
 def domain_config(wildcards):
     return config[wildcards.domain]
 

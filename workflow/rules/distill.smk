@@ -12,7 +12,7 @@ rule distill:
         checkpoint="results/{domain}/distill/lambda_{index}.checkpoint.pt",
         code=code_version,
         device=config["device"],
-    threads: config["threads"]
+    threads: torch_threads
     resources:
         mem_mb=8000,
         runtime=240,

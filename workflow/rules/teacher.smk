@@ -12,7 +12,7 @@ rule teacher:
         checkpoint="results/{domain}/teacher/checkpoint.pt",
         code=code_version,
         device=config["device"],
-    threads: config["threads"]
+    threads: torch_threads
     resources:
         mem_mb=8000,
         runtime=120,
