@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -18,8 +19,10 @@ log = logging.getLogger("awd")
 
 
 @contextlib.contextmanager
-def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = None) -> Iterator[None]:
-    """Run a stage: log to ``log_file``, pin torch to ``threads``, deterministic algorithms.
+def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = None,
+          modules: Iterable[str] = ()) -> Iterator[None]:
+    """Run a stage: log to ``log_file``, pin torch to ``threads``, deterministic algorithms,
+    and import the ``modules`` that register domains from outside this repository.
 
     Errors are logged with the stage name before they propagate, so the rule's log says
     what failed and where.
@@ -39,6 +42,8 @@ def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = 
         torch.manual_seed(seed)
     log.info("stage %s: threads=%d", name, threads)
     try:
+        for module in modules:
+            importlib.import_module(module)
         yield
     except Exception as err:
         log.error("stage %s failed: %s: %s", name, type(err).__name__, err)
