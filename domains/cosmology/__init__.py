@@ -1,0 +1,4 @@
+"""Cosmology domain: weak-lensing convergence maps (MassiveNuS layout) -> Omega_m."""
+from domains.cosmology.domain import CosmologyDomain
+
+__all__ = ["CosmologyDomain"]
