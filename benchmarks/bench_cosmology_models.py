@@ -41,8 +41,8 @@ from domains.cosmology import peaks as pk  # noqa: E402
 from domains.cosmology.mock import MapGenerator  # noqa: E402
 from domains.cosmology.resnet import ResNet  # noqa: E402
 
-# name -> (map side in pixels, field generated at, side in degrees, ResNet width, batch size)
-SHAPES = {"default": (128, 256, 1.75, 8, 32), "paper": (256, 512, 3.5, 64, 64)}
+# name -> (map side in pixels, field generated at, side in degrees, ResNet width, batch size, DWT levels)
+SHAPES = {"default": (128, 256, 1.75, 8, 32, 3), "paper": (256, 512, 3.5, 64, 64, 4)}
 
 
 def mock_maps(n: int, npix: int, npix_generate: int, side_deg: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,11 +67,11 @@ def bench_teacher(ds: Dataset, width: int, batch: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def bench_distill(maps: np.ndarray, width: int) -> tuple[float, float]:
+def bench_distill(maps: np.ndarray, width: int, J: int) -> tuple[float, float]:
     """(maps/s of one distillation epoch, maps/s of the input-gradient pass)."""
     teacher = ResNet(width=width).eval()
     stamps: list[float] = []
-    cfg = DistillConfig(epochs=2, batch_size=min(100, len(maps)), target=1, progress=False)
+    cfg = DistillConfig(J=J, epochs=2, batch_size=min(100, len(maps)), target=1, progress=False)
     start = time.perf_counter()
     distill_path(teacher, maps, maps[:2], lam=0.005, gammas=[0.00368], config=cfg,
                  callback=lambda info: stamps.append(time.perf_counter()))
@@ -104,11 +104,11 @@ def main() -> None:
         {"default": (16, 20, 40), "paper": (4, 8, 20)}
     rows = []
     with threadpool_limits(limits=args.threads):
-        for name, (npix, npix_gen, side, width, batch) in SHAPES.items():
+        for name, (npix, npix_gen, side, width, batch, J) in SHAPES.items():
             n_teacher, n_distill, n_heads = counts[name]
             maps, params = mock_maps(max(n_teacher + 2, n_distill, n_heads), npix, npix_gen, side)
             teacher = bench_teacher(dataset(maps[:n_teacher + 2], params[:n_teacher + 2]), width, batch)
-            distill, grads = bench_distill(maps[:n_distill], width)
+            distill, grads = bench_distill(maps[:n_distill], width, J)
             heads = bench_heads(maps[:n_heads], params[:n_heads])
             rows.append((name, npix, width, teacher, distill, grads, heads))
             print(f"{name}: teacher {teacher:.1f}, distill {distill:.1f} (gradients {grads:.1f}), heads {heads:.1f} maps/s",
@@ -121,7 +121,7 @@ def main() -> None:
     for name, npix, width, teacher, distill, grads, heads in rows:
         lines.append(f"| {name} | {npix}x{npix} | {width} | {teacher:.1f} | {distill:.1f} | {grads:.1f} | {heads:.0f} |")
     lines += ["", "Teacher: one Adam epoch with dihedral augmentation (`awd.teacher.fit_teacher`). Distill: "
-              "one epoch of `awd.distill.distill_path` (db5, J=4, batch 100, fast TRIM path), excluding the "
+              "one epoch of `awd.distill.distill_path` (db5, J=3 at 128^2 and 4 at 256^2 as the configs, batch 100, fast TRIM path), excluding the "
               "one-off input-gradient pass shown in its own column. Heads: `domains.cosmology.peaks` peak "
               "finding, histograms and the chi^2 nearest-cosmology fit + predict.", ""]
     with atomic_path(args.out) as tmp:
