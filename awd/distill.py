@@ -355,9 +355,10 @@ class _Checkpoint:
                 state = torch.load(self.path, weights_only=True, map_location="cpu")
             except Exception as err:  # corrupt or foreign file
                 raise InputError(self.path, f"cannot read distillation checkpoint: {err}") from None
-            if state.get("fingerprint") != fingerprint:
-                raise InputError(self.path, "checkpoint belongs to a different run (config, data, lambda, "
-                                            "gammas or init changed); delete it to start over")
+            if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+                log.warning("%s belongs to a different run (config, data, lambda, gammas or init changed); "
+                            "ignoring it and starting over", self.path)
+                return
             self.state = state
             log.info("resuming from %s: %d finished grid point(s), point %d at epoch %d", self.path,
                      len(state["done"]), len(state["done"]), state.get("epoch", 0))

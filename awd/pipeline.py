@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -51,26 +53,57 @@ def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = 
     log.info("stage %s: done", name)
 
 
+def remove_stale_temporaries(*paths: str | Path | None) -> list[Path]:
+    """Delete the temporary files and folders that an atomic write of one of ``paths`` left
+    behind when its process was killed (``.<name>.*.tmp`` beside it, see ``awd.io``).
+
+    Call it only from the job that owns ``paths``: a concurrent writer would lose its file.
+    """
+    removed = []
+    for path in (Path(p) for p in paths if p is not None):
+        for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted run", tmp)
+            removed.append(tmp)
+    return removed
+
+
 def run_simulate(domain: str, cfg: dict, raw_dir: str | Path, threads: int = 1) -> None:
     """Write the domain's mock raw data; the folder appears only when complete."""
     dom = get_domain(domain)
+    remove_stale_temporaries(raw_dir)
     with atomic_dir(raw_dir) as tmp:
         dom.simulate(cfg, Path(tmp), threads=threads)
 
 
 def run_ingest(domain: str, cfg: dict, raw_dir: str | Path, out_dir: str | Path, dataset_path: str | Path,
                threads: int = 1) -> Dataset:
-    """Read raw files into the dataset file (and the domain's side tables in ``out_dir``)."""
-    dom = get_domain(domain)
-    raw_dir = Path(raw_dir)
-    if not raw_dir.is_dir():
-        from awd.io import InputError
+    """Read raw files into the dataset file (and the domain's side tables in ``out_dir``).
 
-        raise InputError(raw_dir, f"data folder of domain '{domain}' does not exist (config {domain}.data.root)")
-    ds = dom.ingest(cfg, raw_dir, Path(out_dir), threads=threads)
-    counts = {s: int((ds.split == s).sum()) for s in ("train", "val", "test")}
-    log.info("ingest %s: %d samples %s, X %s", domain, len(ds.X), counts, ds.X.shape[1:])
-    ds.save(dataset_path)
+    The domain writes into a staging folder that replaces ``out_dir`` only when the whole
+    ingest succeeded, so bad input leaves no partial tables behind.
+    """
+    from awd.io import InputError
+
+    dom = get_domain(domain)
+    if raw_dir is None:
+        raise InputError(None, f"{domain}.data.root is not set: data.source 'files' needs the raw data folder")
+    raw_dir, out_dir, dataset_path = Path(raw_dir), Path(out_dir), Path(dataset_path)
+    if not raw_dir.is_dir():
+        raise InputError(raw_dir, f"data folder of domain '{domain}' does not exist or is not a folder "
+                                  f"(config {domain}.data.root)")
+    if raw_dir.resolve() == out_dir.resolve() or out_dir.resolve() in raw_dir.resolve().parents:
+        raise InputError(raw_dir, f"data folder lies inside the ingest output folder {out_dir}, which ingest replaces")
+    remove_stale_temporaries(out_dir, dataset_path)
+    with atomic_dir(out_dir) as tmp:
+        ds = dom.ingest(cfg, raw_dir, tmp, threads=threads)
+        counts = {s: int((ds.split == s).sum()) for s in ("train", "val", "test")}
+        log.info("ingest %s: %d samples %s, X %s", domain, len(ds.X), counts, ds.X.shape[1:])
+        inside = dataset_path.parent.resolve() == out_dir.resolve()
+        ds.save(tmp / dataset_path.name if inside else dataset_path)
     return ds
 
 
@@ -83,6 +116,7 @@ def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: st
     from awd.teacher import TeacherConfig, fit_teacher, predict, resolve_device, save_teacher
 
     dom = get_domain(domain)
+    remove_stale_temporaries(model_path, metrics_path, checkpoint)
     ds = Dataset.load(dataset_path)
     tcfg = TeacherConfig.from_dict(cfg["teacher"])
     torch.manual_seed(tcfg.seed)
@@ -116,6 +150,7 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
     from awd.teacher import resolve_device
 
     dom = get_domain(domain)
+    remove_stale_temporaries(out_path, checkpoint)
     ds = Dataset.load(dataset_path)
     teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
     dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target),

@@ -8,6 +8,8 @@ the optimiser sees standardised values. Checkpoints hold tensors and numbers onl
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, fields
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from awd.domain import Dataset
-from awd.io import atomic_path
+from awd.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,24 @@ def _loss_fn(name: str):
     return nn.functional.mse_loss if name == "mse" else nn.functional.l1_loss
 
 
+def _fingerprint(model: nn.Module, cfg: TeacherConfig, *splits: Dataset) -> str:
+    """What a checkpoint must match to be resumed: the settings, the data and the initial
+    weights and buffers (they carry the architecture and its seed)."""
+    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    arrays = [a for s in splits for a in (s.X, s.y)]
+    arrays += [t.detach().cpu().numpy() for t in model.state_dict().values()]
+    for arr in arrays:
+        a = np.ascontiguousarray(arr)
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(a.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()
+
+
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-                     epoch: int, history: list[dict]) -> None:
+                     epoch: int, history: list[dict], fingerprint: str) -> None:
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-             "epoch": epoch, "history": [[h["epoch"], h["train_loss"], h["val_loss"]] for h in history]}
+             "epoch": epoch, "history": [[h["epoch"], h["train_loss"], h["val_loss"]] for h in history],
+             "fingerprint": fingerprint}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -109,7 +125,9 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     the per-epoch history (train and val loss in standardised units).
 
     With ``checkpoint``, state is written atomically after every epoch and training resumes
-    from it when present, giving the same weights as an uninterrupted run.
+    from it when present, giving the same weights as an uninterrupted run; a checkpoint of
+    another run (settings, data or initial weights differ) is ignored with a warning, an
+    unreadable one raises InputError.
     """
     train, val = dataset.subset("train"), dataset.subset("val")
     if len(train.X) == 0:
@@ -127,8 +145,19 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
+    fingerprint = _fingerprint(model, cfg, train, val)
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=True, map_location=device)
+        try:
+            state = torch.load(checkpoint, weights_only=True, map_location=device)
+        except Exception as err:  # corrupt or foreign file
+            raise InputError(checkpoint, f"cannot read teacher checkpoint: {err}") from None
+        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+            log.warning("teacher: %s belongs to a different run (teacher settings, data or initial weights "
+                        "changed); ignoring it and starting over", checkpoint)
+            state = None
+    else:
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -163,7 +192,7 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
         log.info("teacher epoch %d/%d: train %.4g val %.4g", epoch + 1, cfg.epochs, history[-1]["train_loss"],
                  val_loss)
         if checkpoint is not None:
-            _save_checkpoint(Path(checkpoint), model, opt, gen, epoch + 1, history)
+            _save_checkpoint(Path(checkpoint), model, opt, gen, epoch + 1, history, fingerprint)
     model.eval()
     return model, history
 
@@ -199,8 +228,14 @@ def save_teacher(path: str | Path, model: StandardizedTeacher, meta: dict | None
 
 
 def load_teacher(path: str | Path, core: nn.Module) -> StandardizedTeacher:
-    """Rebuild the wrapped teacher around a freshly built ``core`` and load its weights safely."""
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    """Rebuild the wrapped teacher around a freshly built ``core`` and load its weights safely
+    (tensors and numbers only; anything else raises InputError naming the file)."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # missing, corrupt, or holding objects other than tensors
+        raise InputError(path, f"cannot read teacher weights: {err}") from None
+    if not isinstance(state, dict) or not {"state_dict", "n_targets"} <= set(state):
+        raise InputError(path, "not a teacher file written by awd.teacher.save_teacher")
     model = StandardizedTeacher(core, int(state["n_targets"]))
     model.load_state_dict(state["state_dict"])
     model.eval()

@@ -235,15 +235,18 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, stop_at):
     assert [r.train_loss for r in resumed] == [r.train_loss for r in reference]
 
 
-def test_checkpoint_of_another_run_is_rejected(tmp_path):
+def test_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     X_tr, X_va = _data()
     ckpt = tmp_path / "path.pt"
     distill_path(_relu_teacher(), X_tr, X_va, lam=0.01, gammas=[0.0], config=_cfg(epochs=1), checkpoint=ckpt)
-    with pytest.raises(InputError, match="different run"):
-        distill_path(_relu_teacher(), X_tr, X_va, lam=0.02, gammas=[0.0], config=_cfg(epochs=1), checkpoint=ckpt)
-    with pytest.raises(InputError, match="different run"):
-        distill_path(_relu_teacher(), X_tr + 1, X_va, lam=0.01, gammas=[0.0], config=_cfg(epochs=1),
-                     checkpoint=ckpt)
+    for lam, shift in ((0.02, 0.0), (0.01, 1.0)):
+        fresh = distill_path(_relu_teacher(), X_tr + shift, X_va, lam=lam, gammas=[0.0], config=_cfg(epochs=1))
+        with caplog.at_level("WARNING", logger="awd.distill"):
+            again = distill_path(_relu_teacher(), X_tr + shift, X_va, lam=lam, gammas=[0.0], config=_cfg(epochs=1),
+                                 checkpoint=ckpt)
+        assert "different run" in caplog.text
+        caplog.clear()
+        np.testing.assert_array_equal(again[0].h, fresh[0].h)
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read"):
         distill_path(_relu_teacher(), X_tr, X_va, lam=0.01, gammas=[0.0], config=_cfg(epochs=1), checkpoint=ckpt)
