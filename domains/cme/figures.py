@@ -26,7 +26,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from awd.domain import Dataset
-from awd.io import InputError, atomic_path, read_json
+from awd.figures import require_file, save_png
+from awd.io import InputError, read_json
 from awd.wavelet import wavefun
 from domains.cme.head import HEADS_DIR, METHODS, head_from_json, single_coefficient_reconstructions
 
@@ -40,15 +41,11 @@ REAL_AUX_FRACTION = {"edges": (0, 5, 10, 15, 20, 40, 80, 160, np.inf),
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    return path
+    return save_png(fig, path, DPI)
 
 
 def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(path, "missing; run the ingest and heads stages first")
-    return path
+    return require_file(path, "run the ingest and heads stages first")
 
 
 def draw_all(cfg: dict, results_dir: Path, raw_dir: Path, fig_dir: Path) -> list[Path]:

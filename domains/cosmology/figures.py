@@ -16,7 +16,8 @@ import pandas as pd
 import pywt
 from matplotlib.figure import Figure
 
-from awd.io import InputError, atomic_path, read_json
+from awd.figures import require_file, save_png
+from awd.io import read_json
 from awd.wavelet import wavefun
 from domains.cosmology.domain import HEADS_DIR, METHODS
 from domains.cosmology.peaks import KERNEL_NAMES
@@ -25,15 +26,11 @@ DPI = 110
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    return path
+    return save_png(fig, path, DPI)
 
 
 def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(path, "missing; run the heads stage first")
-    return path
+    return require_file(path, "run the heads stage first")
 
 
 def _wavefun(h, level: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

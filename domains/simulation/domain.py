@@ -111,6 +111,7 @@ class SimulationDomain(Domain):
         import matplotlib.pyplot as plt
 
         from awd.distill import load_results
+        from awd.figures import save_png
         from awd.wavelet import wavefun
 
         grid = [r for p in sorted((results_dir / "distill").glob("lambda_*.json")) for r in load_results(p)]
@@ -127,8 +128,7 @@ class SimulationDomain(Domain):
         ax.set_title("Recovery of the ground-truth wavelet")
         ax.legend()
         fig.tight_layout()
-        written.append(fig_dir / "distance_vs_gamma.png")
-        fig.savefig(written[-1], dpi=120)
+        written.append(save_png(fig, fig_dir / "distance_vs_gamma.png"))
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -143,7 +143,6 @@ class SimulationDomain(Domain):
         ax.set_title("Wavelet psi: truth, start and learned")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(fig_dir / "learned_wavelets.png")
-        fig.savefig(written[-1], dpi=120)
+        written.append(save_png(fig, fig_dir / "learned_wavelets.png"))
         plt.close(fig)
         return written
