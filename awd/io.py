@@ -65,20 +65,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` hook: numpy scalars and arrays as numbers and lists, paths as strings."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    raise TypeError(f"value of type {type(obj).__name__} is not JSON serialisable")
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically, sorted keys, numpy scalars/arrays converted."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

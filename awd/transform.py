@@ -66,7 +66,9 @@ def qmf(h: torch.Tensor) -> torch.Tensor:
     return h.flip(-1) * sign
 
 
-def _qmf_np(h: np.ndarray) -> np.ndarray:
+def qmf_np(h: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`qmf` for a 1D filter array."""
+    h = np.asarray(h, dtype=np.float64)
     return h[::-1] * np.where(np.arange(h.size) % 2, -1.0, 1.0)
 
 
@@ -100,7 +102,7 @@ def lowpass_filter(wave: Wave) -> np.ndarray:
         tol = 1e-12 * max(1.0, np.abs(h).max())
         orthogonal = (dec_lo.shape == h.shape and rec_hi.shape == h.shape and dec_hi.shape == h.shape
                       and np.abs(dec_lo - h[::-1]).max() <= tol
-                      and np.abs(rec_hi - _qmf_np(h)).max() <= tol
+                      and np.abs(rec_hi - qmf_np(h)).max() <= tol
                       and np.abs(dec_hi - rec_hi[::-1]).max() <= tol)
         if not orthogonal:
             raise ValueError(f"wavelet {wave.name!r} is not orthogonal (biorthogonal filter bank); "
@@ -114,7 +116,7 @@ def pywt_wavelet(h: torch.Tensor | np.ndarray, name: str = "learned") -> pywt.Wa
     ``filter_bank = (dec_lo, dec_hi, rec_lo, rec_hi) = (h[::-1], g[::-1], h, g)``, g = qmf(h).
     It is flagged orthogonal so that ``wavefun`` returns ``(phi, psi, x)``."""
     h = lowpass_filter(h) if isinstance(h, torch.Tensor) else _check_filter_array(h, "filter")
-    g = _qmf_np(h)
+    g = qmf_np(h)
     w = pywt.Wavelet(name, filter_bank=(h[::-1].tolist(), g[::-1].tolist(), h.tolist(), g.tolist()))
     w.orthogonal = True
     w.biorthogonal = True

@@ -23,8 +23,8 @@ import numpy as np
 import pywt
 import torch
 
-from awd.io import InputError, atomic_path
-from awd.transform import MODES, DWT1d, DWT2d, _qmf_np, pywt_wavelet
+from awd.io import InputError, atomic_path, json_default
+from awd.transform import MODES, DWT1d, DWT2d, _check_filter_array, pywt_wavelet, qmf_np
 
 FORMAT = "awd-wavelet"
 VERSION = 1
@@ -34,12 +34,7 @@ def _filter(h: Any, what: str = "h") -> np.ndarray:
     """``h`` as a float64 array: 1D, even length >= 2, finite (ValueError otherwise)."""
     if isinstance(h, torch.Tensor):
         h = h.detach().cpu().double().numpy()
-    arr = np.array(h, dtype=np.float64)
-    if arr.ndim != 1 or arr.size < 2 or arr.size % 2:
-        raise ValueError(f"{what}: need a 1D filter of even length >= 2, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what}: filter has non-finite values")
-    return arr
+    return _check_filter_array(np.array(h, dtype=np.float64), what)
 
 
 def _check_settings(J: Any, mode: Any, ndim: Any) -> None:
@@ -64,7 +59,7 @@ class LearnedWavelet:
     @property
     def g(self) -> np.ndarray:
         """High-pass filter ``g[n] = (-1)^n h[L-1-n]``."""
-        return _qmf_np(self.h)
+        return qmf_np(self.h)
 
     def to_module(self, dtype: torch.dtype | None = None,
                   device: torch.device | str | None = None) -> DWT1d | DWT2d:
@@ -76,16 +71,6 @@ class LearnedWavelet:
     def to_pywt(self, name: str = "learned") -> pywt.Wavelet:
         """The filter bank as a ``pywt.Wavelet`` (``filter_bank = (h[::-1], g[::-1], h, g)``)."""
         return pywt_wavelet(self.h, name)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON serialisable")
 
 
 def save_wavelet(path: str | Path, h: Any, *, J: int, mode: str, ndim: int,
@@ -100,7 +85,7 @@ def save_wavelet(path: str | Path, h: Any, *, J: int, mode: str, ndim: int,
     doc = {"format": FORMAT, "version": VERSION, "h": [float(v) for v in arr], "J": int(J),
            "mode": mode, "ndim": int(ndim), "metrics": filter_bank_metrics(arr), "meta": meta}
     try:
-        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, default=_json_default)
+        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False, default=json_default)
     except ValueError as err:  # NaN/inf in meta
         raise ValueError(f"meta is not portable JSON: {err}") from err
     path = Path(path)
@@ -196,7 +181,7 @@ def filter_bank_metrics(h: Any) -> dict[str, float]:
     autocorr = [math.fsum(arr[:L - 2 * m] * arr[2 * m:]) for m in range(L // 2)]
     return {
         "lowpass_sum_error": abs(math.fsum(arr) - math.sqrt(2.0)),
-        "highpass_sum": abs(math.fsum(_qmf_np(arr))),
+        "highpass_sum": abs(math.fsum(qmf_np(arr))),
         "norm_error": abs(math.sqrt(autocorr[0]) - 1.0),
         "orthogonality_error": max(abs(c - (1.0 if m == 0 else 0.0)) for m, c in enumerate(autocorr)),
     }

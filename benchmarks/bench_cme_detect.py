@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,17 +30,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from awd.io import atomic_path  # noqa: E402
+from benchmarks.common import timed  # noqa: E402
 from domains.cme import accuracy as acc  # noqa: E402
 from domains.cme.detect import DetectionConfig, detect_movie  # noqa: E402
 from domains.cme.simulate import SimulationConfig, simulate_cell  # noqa: E402
 from domains.cme.track import link  # noqa: E402
 from domains.cme.tracks import process_tracks  # noqa: E402
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def speed(n_frames: int, size: int, spots: int, seed: int) -> dict:

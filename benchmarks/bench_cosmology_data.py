@@ -23,14 +23,9 @@ sys.path.insert(0, str(ROOT))
 from domains.cosmology.fits_io import load_maps  # noqa: E402
 from domains.cosmology.mock import MapGenerator, cosmology_seed, write_mock_tree  # noqa: E402
 from awd.io import atomic_path  # noqa: E402
+from benchmarks.common import timed  # noqa: E402
 from domains.cosmology import theory  # noqa: E402
 from domains.cosmology.theory import DEFAULT_COSMOLOGY_INDICES  # noqa: E402
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def bench_generation(npix_generate: int, npix_out: int, n_maps: int) -> dict:

@@ -31,11 +31,10 @@ from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_section  # noqa: E402
 from awd.distill import DistillConfig, distill_path  # noqa: E402
-from awd.io import atomic_path  # noqa: E402
 from awd.trim import input_gradients, is_piecewise_linear  # noqa: E402
 
-README = ROOT / "benchmarks" / "README.md"
 SECTION = "## Distillation"
 log = logging.getLogger("bench_distill")
 
@@ -94,19 +93,6 @@ def time_path(teacher: nn.Module, X: np.ndarray, X_val: np.ndarray, cfg: Distill
     epochs = [b - a for a, b in zip(stamps, stamps[1:])]
     return {"epochs": epochs, "total": total, "interpretation": res[0].losses["interpretation"]}
 
-
-def write_section(text: str, path: Path = README) -> None:
-    """Replace (or append) this benchmark's section of the README, keeping the others."""
-    old = path.read_text().splitlines() if path.exists() else ["# Benchmarks"]
-    start = next((i for i, line in enumerate(old) if line.strip() == SECTION), None)
-    if start is None:
-        new = old + ([""] if old and old[-1] else []) + text.splitlines()
-    else:
-        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
-        tail = old[end:]
-        new = old[:start] + text.splitlines() + ([""] + tail if tail else [])
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(new).rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     log.info("%s", text)
     if not args.no_readme:
-        write_section(text)
+        write_section(text, SECTION)
     return 0
 
 

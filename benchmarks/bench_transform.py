@@ -35,10 +35,10 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_section  # noqa: E402
 from awd.io import atomic_path  # noqa: E402
 from awd.transform import DWT1d, DWT2d, iter_coeffs, qmf  # noqa: E402
 
-README = ROOT / "benchmarks" / "README.md"
 SECTION = "## Transform"
 CASES = {
     "1d_small": dict(ndim=1, shape=(1024, 40), J=4),
@@ -157,19 +157,6 @@ def environment(load_before, load_after) -> list[str]:
     ]
 
 
-def write_section(text: str, path: Path = README) -> None:
-    """Replace the ``## Transform`` section of ``path`` (up to the next ``## `` heading)."""
-    old = path.read_text().splitlines() if path.exists() else ["# Benchmarks", ""]
-    start = next((i for i, line in enumerate(old) if line.strip() == SECTION), None)
-    if start is None:
-        new = old + ([""] if old and old[-1] else []) + text.splitlines()
-    else:
-        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
-        tail = old[end:]
-        new = old[:start] + text.splitlines() + ([""] + tail if tail else [])
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(new).rstrip("\n") + "\n")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -232,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_readme:
-        write_section(text)
+        write_section(text, SECTION)
     if args.json:
         raw = {f"{s} {n}": {f"{t}/{i}": v for (t, i), v in r["times"].items()}
                for (s, n), r in results.items()}

@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from awd.domain import Dataset, Domain, register
 from awd.io import InputError, atomic_path, write_json
 from awd.stats import bootstrap_se, rmse
+from awd.transform import qmf_np
 from domains.cosmology import peaks as pk
 from domains.cosmology.resnet import resnet_from_config
 
@@ -171,7 +172,7 @@ def _wavelet_scores(kernels: np.ndarray, edges_list, peaks: dict[str, _SplitPeak
 
 def _filters(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(h, dtype=np.float64)
-    return h, h[::-1] * np.where(np.arange(h.size) % 2, -1.0, 1.0)
+    return h, qmf_np(h)
 
 
 def _fit_heads(cfg: dict, ds: Dataset, grid: list, teacher, out_dir: Path, target: str) -> dict:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from awd.figures import require_file, save_png
 from awd.io import read_json
+from awd.transform import qmf_np
 from awd.wavelet import wavefun
 from domains.cosmology.domain import HEADS_DIR, METHODS
 from domains.cosmology.peaks import KERNEL_NAMES
@@ -116,7 +117,7 @@ def selected_wavelet(grid: dict, path: Path) -> Path:
 
     sel = grid["wavelets"][grid["selected"]]
     h_db5 = np.asarray(pywt.Wavelet("db5").rec_lo)
-    g_db5 = h_db5[::-1] * np.where(np.arange(h_db5.size) % 2, -1.0, 1.0)
+    g_db5 = qmf_np(h_db5)
     kernels = {"AWD": np.asarray(sel["kernels"]), "DB5": extract_patches(h_db5, g_db5)}
     fig = Figure(figsize=(12, 5))
     gs = fig.add_gridspec(2, 6)
