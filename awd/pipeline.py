@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from awd.domain import Dataset, get_domain
 from awd.io import atomic_dir, read_json, write_json
 

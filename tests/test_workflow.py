@@ -1,7 +1,5 @@
 """The Snakemake workflow: every shipped config builds a DAG, lint is clean, bad configs are
 rejected with the key named, and a tiny run of all domains completes and is up to date after."""
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
