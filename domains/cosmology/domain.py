@@ -74,7 +74,8 @@ class CosmologyDomain(Domain):
         write_mock_tree(raw_dir, cosmologies=list(mock["cosmologies"]), n_maps=mock["n_maps"],
                         npix_generate=mock["npix_generate"], npix_out=mock["npix_out"], side_deg=mock["side_deg"],
                         z_source=mock["z_source"], seed=mock["seed"], shape_noise=mock["shape_noise"],
-                        smoothing_arcmin=mock["smoothing_arcmin"], threads=threads)
+                        smoothing_arcmin=mock["smoothing_arcmin"], threads=threads,
+                        model=mock.get("model", "lognormal"), halo=mock.get("halo"))
 
     def ingest(self, cfg: dict, raw_dir: Path, out_dir: Path, threads: int = 1) -> Dataset:
         """Read the tree under ``raw_dir``, split by realisation; write ``out_dir/maps.csv``."""

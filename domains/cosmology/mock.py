@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 ARCMIN = math.pi / (180.0 * 60.0)
 #: Marker file written at the root of a mock tree (generation settings, for provenance).
 SETTINGS_FILE = "mock_settings.json"
+#: Generators of :func:`write_mock_tree` (config ``cosmology.mock.model``).
+MODELS = ("lognormal", "halo")
 _COSMO_KEYS = {"m_nu", "omega_m", "a_s", "h", "n_s", "omega_b"}
 
 
@@ -244,6 +246,10 @@ class MapGenerator:
     def generate(self, seed: int | np.random.SeedSequence) -> np.ndarray:
         """One map (npix_out x npix_out, float32) from ``seed``."""
         rng = np.random.default_rng(seed)
+        return self.finish(self.field(rng), rng)
+
+    def field(self, rng: np.random.Generator) -> np.ndarray:
+        """The (lognormal or Gaussian) field on the generation grid (npix x npix, float32)."""
         n = self.npix
         white = rng.standard_normal((n, n), dtype=np.float32)
         field = sfft.irfft2(sfft.rfft2(white, workers=self.workers) * self._amplitude, s=(n, n),
@@ -252,6 +258,10 @@ class MapGenerator:
             field -= self._shift
             np.expm1(field, out=field)
             field *= np.float32(self.kappa0)
+        return field
+
+    def finish(self, field: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Block mean of a generation-grid field, then shape noise and smoothing (output pixels)."""
         kappa = block_mean(field, self.rebin)
         if self.noise_sigma is not None:
             kappa += np.float32(self.noise_sigma) * rng.standard_normal(kappa.shape, dtype=np.float32)
@@ -325,14 +335,21 @@ def _write_cosmology(task: dict) -> list[str]:
     params = task["params"]
     kappa0 = (None if task["kappa0_factor"] is None
               else lognormal_kappa0(params["omega_m"], task["z_source"], h=params["h"], factor=task["kappa0_factor"]))
-    gen = MapGenerator(params, npix=task["npix_generate"], side_deg=task["side_deg"], z_source=task["z_source"],
-                       kappa0=kappa0, resolution_ell=task["resolution_ell"],
-                       rebin=task["npix_generate"] // task["npix_out"], shape_noise=task["shape_noise"],
-                       smoothing_arcmin=task["smoothing_arcmin"])
+    common = dict(npix=task["npix_generate"], side_deg=task["side_deg"], z_source=task["z_source"],
+                  resolution_ell=task["resolution_ell"], rebin=task["npix_generate"] // task["npix_out"],
+                  shape_noise=task["shape_noise"], smoothing_arcmin=task["smoothing_arcmin"])
+    if task["model"] == "halo":
+        from domains.cosmology.halo import HaloMapGenerator
+
+        gen = HaloMapGenerator(params, halo=task["halo"], **common)
+        kappa0 = gen.kappa0
+    else:
+        gen = MapGenerator(params, kappa0=kappa0, **common)
     header = _fits_header(params, npix=task["npix_out"], side_deg=task["side_deg"], z_source=task["z_source"],
                           kappa0=kappa0, resolution_ell=task["resolution_ell"],
                           npix_generate=task["npix_generate"], seed=task["seed"],
                           shape_noise=task["shape_noise"], smoothing_arcmin=task["smoothing_arcmin"])
+    header["MODEL"] = (task["model"], "mock generator (lognormal or halo)")
     rel_dir = Path(massivenus_dir_name(params["m_nu"], params["omega_m"], params["a_s"])) / maps_dir_name(
         task["z_source"])
     out_dir = Path(task["root"]) / rel_dir
@@ -362,14 +379,17 @@ def write_mock_tree(raw_dir: str | Path, *,
                     z_source: float = 1.0, seed: int, shape_noise: Mapping[str, float] | None = None,
                     smoothing_arcmin: float | None = None, threads: int = 1,
                     kappa0_factor: float | None = KAPPA0_FACTOR, resolution_ell: float | None = RESOLUTION_ELL,
-                    first_realisation: int = 1) -> list[Path]:
+                    first_realisation: int = 1, model: str = "lognormal",
+                    halo: Mapping | None = None) -> list[Path]:
     """Write ``n_maps`` maps per cosmology as a MassiveNuS tree under ``raw_dir``.
 
     Realisations are numbered ``first_realisation``, ... (MassiveNuS starts at 0001). The tree
     is built in a temporary folder and moved onto ``raw_dir`` at the end, replacing a previous
     mock tree there (a non-empty folder without ``mock_settings.json`` is refused). One
     process per cosmology with ``threads`` workers; the result does not depend on ``threads``.
-    ``kappa0_factor=None`` gives Gaussian fields. Returns the written paths, sorted.
+    ``kappa0_factor=None`` gives Gaussian fields. ``model="halo"`` draws the maps with
+    :class:`domains.cosmology.halo.HaloMapGenerator` (settings ``halo``; ``kappa0_factor`` unused).
+    Returns the written paths, sorted.
     """
     raw_dir = Path(raw_dir)
     params = [resolve_cosmology(c) for c in cosmologies]
@@ -383,13 +403,21 @@ def write_mock_tree(raw_dir: str | Path, *,
     maps_dir_name(z_source)  # validates the redshift
     if shape_noise is not None:
         shape_noise = {"sigma_e": float(shape_noise["sigma_e"]), "n_gal": float(shape_noise["n_gal"])}
+    if model not in MODELS:
+        raise ValueError(f"mock model must be one of {MODELS}, got {model!r}")
+    if model == "halo":
+        from domains.cosmology.halo import _check_halo_settings
+
+        halo = _check_halo_settings(halo)
+    else:
+        halo = None
     _check_replaceable(raw_dir)
     realisations = list(range(first_realisation, first_realisation + n_maps))
     settings = {"cosmologies": params, "n_maps": n_maps, "first_realisation": first_realisation,
                 "npix_generate": npix_generate, "npix_out": npix_out, "side_deg": side_deg,
                 "z_source": z_source, "seed": int(seed), "shape_noise": shape_noise,
                 "smoothing_arcmin": smoothing_arcmin, "kappa0_factor": kappa0_factor,
-                "resolution_ell": resolution_ell}
+                "resolution_ell": resolution_ell, "model": model, "halo": halo}
     with atomic_dir(raw_dir) as tmp:
         tasks = [dict(settings, params=p, root=str(tmp), realisations=realisations) for p in params]
         workers = max(1, min(int(threads), len(tasks)))
@@ -397,6 +425,12 @@ def write_mock_tree(raw_dir: str | Path, *,
         # runtime used before a fork deadlocks in the forked workers; they reuse the cache.
         for p in params:
             kappa_cl(1000.0, z_source=z_source, **{k: p[k] for k in ("omega_m", "a_s", "m_nu", "h", "n_s", "omega_b")})
+            if model == "halo":
+                from domains.cosmology.halo import light_cone_cells
+
+                light_cone_cells(*(p[k] for k in ("omega_m", "a_s", "m_nu", "h", "n_s", "omega_b")), float(side_deg),
+                                 float(z_source), float(halo["mass_min"]), float(halo["mass_max"]),
+                                 int(halo["n_mass"]), int(halo["n_z"]))
         if workers == 1:
             rel_paths = [_write_cosmology(t) for t in tasks]
         else:
