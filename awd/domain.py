@@ -44,7 +44,8 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.X = np.asarray(self.X, dtype=np.float32)
+        if not (isinstance(self.X, np.memmap) and self.X.dtype == np.float32):
+            self.X = np.asarray(self.X, dtype=np.float32)
         self.y = np.asarray(self.y, dtype=np.float32)
         if self.y.ndim == 1:
             self.y = self.y[:, None]
@@ -59,14 +60,32 @@ class Dataset:
         bad = set(np.unique(self.split)) - set(SPLITS)
         if bad:
             raise ValueError(f"Dataset: unknown split labels {sorted(bad)}; expected {SPLITS}")
-        if not np.all(np.isfinite(self.X)):
-            raise ValueError("Dataset: X contains NaN or inf")
+        for _, block in self.iter_rows(np.arange(n)):
+            if not np.all(np.isfinite(block)):
+                raise ValueError("Dataset: X contains NaN or inf")
 
     def subset(self, split: str) -> "Dataset":
         """The samples of one split (a copy)."""
         m = self.split == split
-        return Dataset(self.X[m], self.y[m], list(self.target_names), self.split[m], self.group[m],
+        X = np.asarray(self.X[m])
+        _release(self.X)
+        return Dataset(X, self.y[m], list(self.target_names), self.split[m], self.group[m],
                        {k: v[m] for k, v in self.extra.items()}, dict(self.meta))
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row numbers of one split (ascending): select with them instead of copying X per split."""
+        return np.flatnonzero(self.split == split)
+
+    def iter_rows(self, rows: np.ndarray, chunk: int = 256):
+        """``(start, X[rows[start:start + chunk]])`` chunk by chunk, each block an in-memory copy.
+
+        With a memory-mapped X (:meth:`load`) the pages read are handed back to the kernel
+        after each chunk, so a pass over all maps keeps only one chunk resident."""
+        rows = np.asarray(rows)
+        for start in range(0, len(rows), max(1, int(chunk))):
+            block = np.asarray(self.X[rows[start:start + chunk]])
+            _release(self.X)
+            yield start, block
 
     def target(self, name: str) -> np.ndarray:
         """One target column by name."""
@@ -85,12 +104,58 @@ class Dataset:
                 np.savez(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Dataset":
-        """Read a dataset written by :meth:`save` (``allow_pickle=False``)."""
+    def load(cls, path: str | Path, mmap: bool = True) -> "Dataset":
+        """Read a dataset written by :meth:`save` (``allow_pickle=False``).
+
+        With ``mmap`` (default) X is memory-mapped copy-on-write where the file stores it as an
+        uncompressed float32 member (``np.savez`` does), so a stage reads only the maps it
+        uses; the file is never written. Otherwise X is read whole."""
         with np.load(path, allow_pickle=False) as z:
             extra = {k[len("extra__"):]: z[k] for k in z.files if k.startswith("extra__")}
-            return cls(z["X"], z["y"], [str(t) for t in z["target_names"]], z["split"], z["group"],
-                       extra, json.loads(str(z["meta"])))
+            X = (_mapped_member(path, "X") if mmap else None)
+            return cls(z["X"] if X is None else X, z["y"], [str(t) for t in z["target_names"]], z["split"],
+                       z["group"], extra, json.loads(str(z["meta"])))
+
+
+def _mapped_member(path: str | Path, name: str) -> np.memmap | None:
+    """A copy-on-write memory map of the float32 array ``name`` inside an ``.npz``, or None when
+    the member is compressed, not float32 or not C-ordered (then it is read normally)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{name}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return None
+            shape, fortran, dtype = read_header(fh)
+            header = fh.tell()
+    if fortran or dtype != np.dtype("<f4") or 0 in shape:
+        return None
+    with open(path, "rb") as raw:  # the member's data follow its local file header
+        raw.seek(info.header_offset)
+        local = raw.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+    return np.memmap(path, dtype=dtype, mode="c", offset=start + header, shape=shape)
+
+
+def _release(X: np.ndarray) -> None:
+    """Hand the resident pages of a memory-mapped X back to the kernel (they are re-read from
+    the page cache when touched again); a no-op for in-memory arrays."""
+    import mmap
+
+    m = getattr(X, "_mmap", None)
+    if m is not None and hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_DONTNEED)
 
 
 class Domain:
