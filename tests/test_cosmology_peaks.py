@@ -243,3 +243,91 @@ def test_sklearn_compatibility():
         twin = clone(est)
         assert twin is not est and twin.get_params().keys() == est.get_params().keys()
     assert clone(pk.PeakHistogram(method="laplace")).set_params(method="height").method == "height"
+
+
+def lognormal_maps(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
+    """Skewed, smooth random maps (many peaks, a few thousand in all)."""
+    rng = np.random.default_rng(seed)
+    g = ndimage.gaussian_filter(rng.normal(size=(n, size, size)), sigma=(0, 1.2, 1.2), mode="wrap")
+    return (0.03 * (np.exp(g / g.std()) - np.exp(0.5))).astype(np.float32)
+
+
+def test_chunked_features_equal_whole_array_histograms():
+    maps = lognormal_maps(23)
+    patches, index = pk.peak_patches(maps)
+    blocks = [(s, maps[s:s + 5]) for s in range(0, len(maps), 5)]
+    chunks = pk.peak_patch_chunks(blocks, chunk_size=2)
+    assert len(chunks) == 5 and all(i.dtype == np.int32 for _, i in chunks)
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in chunks]), patches)
+    np.testing.assert_array_equal(np.concatenate([i for _, i in chunks]), index)
+    kernels = pk.extract_patches(pywt.Wavelet("db5").rec_lo, pywt.Wavelet("db5").rec_hi)
+    for method, edges_list, k in (("height", [pk.HEIGHT_EDGES], None), ("laplace", [pk.FILTER_EDGES], None),
+                                  ("roberts", [pk.FILTER_EDGES], None),
+                                  ("wavelet", [pk.wavelet_edges(b) for b in (0.01, 0.02, 0.03)], kernels)):
+        got = pk.chunked_features(chunks, len(maps), method, edges_list, k)
+        values = pk.values_from_patches(patches, method, k)
+        for F_chunked, edges in zip(got, edges_list):
+            expected = pk.histogram_features(values, index, len(maps), edges)
+            assert expected.sum() > 0
+            np.testing.assert_array_equal(F_chunked, expected)
+    empty = pk.chunked_features([], 3, "wavelet", [pk.wavelet_edges(0.02)], kernels)[0]
+    assert empty.shape == (3, 88) and not empty.any()
+
+
+def _heads_inputs(tmp_path, chunk_size: int):
+    from awd.domain import Dataset
+
+    n_cosmo, per = 3, 16
+    maps = np.concatenate([lognormal_maps(per, 32, seed=c) * (1 + 0.3 * c) for c in range(n_cosmo)])
+    y = np.repeat([[0.0, 0.25 + 0.05 * c, 2.1] for c in range(n_cosmo)], per, axis=0)
+    split = np.tile(["train"] * 12 + ["val"] * 2 + ["test"] * 2, n_cosmo)
+    Dataset(maps, y, ["m_nu", "omega_m", "a_s"], split, np.repeat(np.arange(n_cosmo), per),
+            {"realisation": np.tile(np.arange(per), n_cosmo)}).save(tmp_path / "dataset.npz")
+    cfg = {"heads": {"edge_candidates": [0.02, 0.03], "knn_neighbors": 3, "chunk_size": chunk_size,
+                     "attribution_top_k": 0.05}, "bootstrap": {"n": 20, "seed": 1}, "teacher": {"batch_size": 8}}
+    grid = [{"h": np.asarray(pywt.Wavelet(w).rec_lo), "lam": 0.005, "gamma": g, "J": 1, "mode": "zero"}
+            for w, g in (("db5", 0.0), ("sym5", 0.01))]
+    return Dataset.load(tmp_path / "dataset.npz"), cfg, grid
+
+
+def test_heads_stream_maps_in_chunks_and_write_the_learning_curve(tmp_path):
+    import pandas as pd
+
+    from awd.domain import get_domain
+    from domains.cosmology.domain import LEARNING_CURVE_METHODS
+    from domains.cosmology.resnet import ResNet
+
+    dom = get_domain("cosmology", "domains.cosmology")
+    teacher = ResNet(width=4, blocks=(1,), seed=0).eval()
+    tables = {}
+    for chunk in (5, 512):  # chunked streaming gives the same numbers as one block
+        ds, cfg, grid = _heads_inputs(tmp_path / f"c{chunk}", chunk)
+        assert isinstance(ds.X, np.memmap)
+        dom.fit_heads(cfg, ds, grid, teacher, tmp_path / f"c{chunk}", threads=1)
+        tables[chunk] = (tmp_path / f"c{chunk}" / "table.csv").read_bytes()
+    assert tables[5] == tables[512]
+    out = tmp_path / "c5"
+    table = pd.read_csv(out / "table.csv").set_index("method")
+    curve = pd.read_csv(out / "learning_curve.csv")
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curve["maps_per_cosmology"].unique().tolist() == [10, 12]  # 10 < 12 training maps, then all
+    assert curve.groupby("maps_per_cosmology")["n_train_maps"].first().tolist() == [30, 36]
+    assert curve["method"].unique().tolist() == [m for m, _ in LEARNING_CURVE_METHODS]
+    assert np.all(curve["rmse_se"] > 0)
+    full = curve[curve["all_maps"]].set_index("method")
+    for method, _ in LEARNING_CURVE_METHODS:  # all training maps: the table's fit
+        assert full.loc[method, "rmse"] == pytest.approx(table.loc[method, "rmse"], rel=1e-12)
+    # a subsample point equals an independent chi^2 fit on the same maps (first 10 of the seeded permutations)
+    ds, cfg, _ = _heads_inputs(tmp_path / "again", 5)
+    rows = ds.indices("train")
+    groups = ds.group[rows]
+    rng = np.random.default_rng(cfg["bootstrap"]["seed"])
+    sel = np.sort(np.concatenate([rng.permutation(np.flatnonzero(groups == c))[:10] for c in np.unique(groups)]))
+    hist = pk.PeakHistogram("height").fit(ds.X[rows])
+    y = ds.y.astype(np.float64)
+    model = pk.NearestCosmologyChi2().fit(hist.transform(ds.X[rows][sel]), y[rows][sel])
+    test = ds.indices("test")
+    pred = model.predict(hist.transform(ds.X[test]))[:, 1]
+    expected = float(np.sqrt(np.mean((y[test, 1] - pred) ** 2)))
+    got = curve[(curve["method"] == "peak height") & (curve["maps_per_cosmology"] == 10)]["rmse"].item()
+    assert got == pytest.approx(expected, rel=1e-12)

@@ -44,6 +44,12 @@ HEADS_DIR = "heads"
 METHODS = (("peak height", "height"), ("Laplace", "laplace"), ("Roberts cross", "roberts"), ("DB5", "db5"),
            ("AWD without interpretation loss", "awd_gamma0"), ("AWD", "awd"), ("teacher", "teacher"))
 _BASELINES = {"height": pk.HEIGHT_EDGES, "laplace": pk.FILTER_EDGES, "roberts": pk.FILTER_EDGES}
+#: Training maps per cosmology of the learning curve; all training maps are always added, and
+#: sizes the training split cannot fill are left out.
+LEARNING_CURVE_SIZES = (10, 30, 100, 300, 1000)
+#: (table row, slug) of the heads on the learning curve.
+LEARNING_CURVE_METHODS = (("peak height", "height"), ("Laplace", "laplace"), ("Roberts cross", "roberts"),
+                          ("DB5", "db5"), ("AWD", "awd"))
 
 
 @register
@@ -137,19 +143,23 @@ def _field(record: Any, name: str) -> Any:
 
 @dataclass
 class _SplitPeaks:
-    """The 3x3 neighbourhoods of every peak of one split's maps, and the split's targets."""
+    """The 3x3 neighbourhoods of every peak of one split's maps (float32, chunk by chunk as
+    :func:`peaks.peak_patch_chunks`), and the split's targets."""
 
-    patches: np.ndarray
-    index: np.ndarray
+    chunks: list
     n_maps: int
     y: np.ndarray
 
-    def features(self, method: str, edges, kernels=None) -> np.ndarray:
-        return pk.histogram_features(pk.values_from_patches(self.patches, method, kernels), self.index,
-                                     self.n_maps, edges)
+    @property
+    def n_peaks(self) -> int:
+        return sum(len(index) for _, index in self.chunks)
 
-    def values(self, method: str, kernels=None) -> np.ndarray:
-        return pk.values_from_patches(self.patches, method, kernels)
+    def features(self, method: str, edges, kernels=None) -> np.ndarray:
+        return self.features_at(method, [edges], kernels)[0]
+
+    def features_at(self, method: str, edges_list, kernels=None) -> list[np.ndarray]:
+        """Histogram features for several edge sets from one pass over the peaks."""
+        return pk.chunked_features(self.chunks, self.n_maps, method, edges_list, kernels)
 
 
 def _chi2_rmse(train: _SplitPeaks, F_train: np.ndarray, other: _SplitPeaks, F_other: np.ndarray,
@@ -161,14 +171,11 @@ def _chi2_rmse(train: _SplitPeaks, F_train: np.ndarray, other: _SplitPeaks, F_ot
 
 def _wavelet_scores(kernels: np.ndarray, edges_list, peaks: dict[str, _SplitPeaks], col: int) -> np.ndarray:
     """Val RMSE of the chi^2 head for one set of 4 kernels at every candidate edge."""
-    v_train, v_val = peaks["train"].values("wavelet", kernels), peaks["val"].values("wavelet", kernels)
-    scores = []
-    for b in edges_list:
-        edges = pk.wavelet_edges(b)
-        F_tr = pk.histogram_features(v_train, peaks["train"].index, peaks["train"].n_maps, edges)
-        F_va = pk.histogram_features(v_val, peaks["val"].index, peaks["val"].n_maps, edges)
-        scores.append(_chi2_rmse(peaks["train"], F_tr, peaks["val"], F_va, col)[0])
-    return np.asarray(scores)
+    edges = [pk.wavelet_edges(b) for b in edges_list]
+    F_train = peaks["train"].features_at("wavelet", edges, kernels)
+    F_val = peaks["val"].features_at("wavelet", edges, kernels)
+    return np.asarray([_chi2_rmse(peaks["train"], F_tr, peaks["val"], F_va, col)[0]
+                       for F_tr, F_va in zip(F_train, F_val)])
 
 
 def _filters(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,21 +190,23 @@ def _fit_heads(cfg: dict, ds: Dataset, grid: list, teacher, out_dir: Path, targe
     hcfg, bcfg = cfg["heads"], cfg["bootstrap"]
     edge_candidates = [float(b) for b in hcfg["edge_candidates"]]
     peaks = {}
-    for name in ("train", "val", "test"):
-        part = ds.subset(name)
-        patches, index = pk.peak_patches(part.X, hcfg["chunk_size"])
-        peaks[name] = _SplitPeaks(patches, index, len(part.X), part.y.astype(np.float64))
-        log.info("heads: %s split, %d maps, %.1f peaks per map", name, len(part.X), len(index) / max(1, len(part.X)))
+    for name in ("train", "val", "test"):  # maps streamed chunk by chunk, X never copied per split
+        rows = ds.indices(name)
+        chunks = pk.peak_patch_chunks(ds.iter_rows(rows, hcfg["chunk_size"]), hcfg["chunk_size"])
+        peaks[name] = _SplitPeaks(chunks, len(rows), ds.y[rows].astype(np.float64))
+        log.info("heads: %s split, %d maps, %.1f peaks per map", name, len(rows),
+                 peaks[name].n_peaks / max(1, len(rows)))
     test = ds.subset("test")
     y_test = test.y[:, col].astype(np.float64)
 
     def boot(pred: np.ndarray) -> float:
         return bootstrap_se(rmse, y_test, pred, bcfg["n"], bcfg["seed"])
 
-    rows, preds = [], {}
+    rows, preds, features = [], {}, {}
 
     def add_row(method: str, slug: str, method_kind: str, edges, kernels=None, **extra) -> None:
         F = {s: peaks[s].features(method_kind, edges, kernels) for s in ("train", "val", "test")}
+        features[slug] = F
         val_rmse = _chi2_rmse(peaks["train"], F["train"], peaks["val"], F["val"], col)[0]
         test_rmse, pred = _chi2_rmse(peaks["train"], F["train"], peaks["test"], F["test"], col)
         knn = pk.make_knn_head(hcfg["knn_neighbors"]).fit(F["train"], peaks["train"].y[:, col])
@@ -264,17 +273,70 @@ def _fit_heads(cfg: dict, ds: Dataset, grid: list, teacher, out_dir: Path, targe
         "edge_candidates": edge_candidates, "db5_val_rmse": db5_scores,
         "wavelets": [{"lam": lams[i], "gamma": gammas[i], "h": grid_h[i], "val_rmse": scores[i],
                       "kernels": grid_kernels[i]} for i in range(len(grid))]})
-    _save_histograms(heads_dir / "histograms.npz", peaks["train"], ds.subset("train").group, {
+    _save_histograms(heads_dir / "histograms.npz", peaks["train"], ds.group[ds.indices("train")], {
         "height": ("height", pk.HEIGHT_EDGES, None), "laplace": ("laplace", pk.FILTER_EDGES, None),
         "roberts": ("roberts", pk.FILTER_EDGES, None),
         "db5": ("wavelet", pk.wavelet_edges(edge_candidates[b_db5]), db5_kernels),
         "awd": ("wavelet", pk.wavelet_edges(edge_candidates[j_sel]), grid_kernels[i_sel])})
     _save_attribution(heads_dir / "attribution.npz", teacher, test, grid_h[i_sel], selected, col,
                       hcfg["attribution_top_k"])
+    curve = _learning_curve(features, peaks["train"].y, ds.group[ds.indices("train")], y_test, col, boot,
+                            bcfg["seed"])
+    _write_csv(out_dir / "learning_curve.csv", curve)
+    _plot_learning_curve(curve, out_dir / "learning_curve.png")
     summary = {r["method"]: {"rmse": float(r["rmse"]), "rmse_se": float(r["rmse_se"])} for r in rows}
     summary["selected"] = {"lam": float(lams[i_sel]), "gamma": float(gammas[i_sel]), "edge": edge_candidates[j_sel],
                            "val_rmse": float(scores[i_sel, j_sel])}
     return summary
+
+
+def _learning_curve(features: dict, y_train: np.ndarray, groups: np.ndarray, y_test: np.ndarray, col: int,
+                    boot, seed: int) -> pd.DataFrame:
+    """Test RMSE (and its bootstrap standard error over the test maps) of the chi^2 head of
+    every :data:`LEARNING_CURVE_METHODS` row, fitted on n training maps per cosmology: nested
+    subsamples (the first n of one seeded permutation per cosmology), n in
+    :data:`LEARNING_CURVE_SIZES` below the smallest cosmology's count, then all maps. The
+    features (and the wavelet and edge of DB5 and AWD, chosen on val) are those of the table."""
+    ids = np.unique(groups)
+    counts = np.array([np.sum(groups == c) for c in ids])
+    rng = np.random.default_rng(seed)
+    order = [rng.permutation(np.flatnonzero(groups == c)) for c in ids]
+    sizes = [n for n in LEARNING_CURVE_SIZES if 2 <= n < counts.min()] + [int(counts.max())]
+    rows = []
+    for n in sizes:
+        sel = np.sort(np.concatenate([o[:n] for o in order]))
+        for method, slug in LEARNING_CURVE_METHODS:
+            if slug not in features:
+                continue
+            F = features[slug]
+            pred = pk.NearestCosmologyChi2().fit(F["train"][sel], y_train[sel]).predict(F["test"])[:, col]
+            rows.append({"method": method, "maps_per_cosmology": n, "all_maps": n == sizes[-1],
+                         "n_train_maps": len(sel), "rmse": rmse(y_test, pred), "rmse_se": boot(pred)})
+    return pd.DataFrame(rows, columns=["method", "maps_per_cosmology", "all_maps", "n_train_maps", "rmse",
+                                       "rmse_se"])
+
+
+def _plot_learning_curve(curve: pd.DataFrame, path: Path) -> None:
+    """Test RMSE vs training maps per cosmology, one line per head, bootstrap error bars."""
+    from matplotlib.figure import Figure
+
+    from awd.figures import save_png
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for method, rows in curve.groupby("method", sort=False):
+        ax.errorbar(rows["maps_per_cosmology"], rows["rmse"], yerr=rows["rmse_se"], marker="o", capsize=3,
+                    label=method)
+    ax.set_xscale("log")
+    sizes = sorted(curve["maps_per_cosmology"].unique())
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("training maps per cosmology (count, log scale)")
+    ax.set_ylabel(r"test RMSE of $\Omega_m$ (dimensionless)")
+    ax.set_title(r"Peak-count heads ($\chi^2$ nearest cosmology): learning curve", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save_png(fig, path)
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:

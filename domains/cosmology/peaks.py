@@ -161,7 +161,7 @@ def batched_histogram(values: np.ndarray, index: np.ndarray, n_maps: int, edges)
     bins = np.searchsorted(edges, values, side="right") - 1
     bins[values == edges[-1]] = n_bins - 1
     keep = (bins >= 0) & (bins < n_bins)
-    flat = np.asarray(index)[keep] * n_bins + bins[keep]
+    flat = np.asarray(index)[keep].astype(np.int64) * n_bins + bins[keep]
     return np.bincount(flat, minlength=n_maps * n_bins).reshape(n_maps, n_bins)
 
 
@@ -191,6 +191,34 @@ def histogram_features(values: np.ndarray, index: np.ndarray, n_maps: int, edges
     values = np.asarray(values).reshape(len(index), -1)
     return np.hstack([batched_histogram(values[:, k], index, n_maps, edges)
                       for k in range(values.shape[1])]).astype(np.float64)
+
+
+def peak_patch_chunks(blocks, chunk_size: int = 512) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`peak_patches` of maps arriving block by block, as ``(start, maps)`` pairs (e.g.
+    ``Dataset.iter_rows``): one ``(patches, index)`` pair per block, the index counting maps
+    from the first block (int32 when it fits). The patches keep the maps' dtype; nothing is
+    concatenated, so memory holds each peak's 3x3 values once."""
+    chunks = []
+    for start, maps in blocks:
+        patches, index = peak_patches(maps, chunk_size)
+        index = index + int(start)
+        if index.size and index.max() < np.iinfo(np.int32).max:
+            index = index.astype(np.int32)
+        chunks.append((patches, index))
+    return chunks
+
+
+def chunked_features(chunks, n_maps: int, method: str, edges_list, kernels=None) -> list[np.ndarray]:
+    """Histogram features of peaks stored as :func:`peak_patch_chunks`, for several bin-edge
+    sets at once: equal to ``histogram_features(values_from_patches(all patches), ...)`` for
+    each edge set, while the float64 filter values exist for one chunk at a time."""
+    n_kernels = len(np.asarray(kernels).reshape(-1, 9)) if method == "wavelet" else 1
+    out = [np.zeros((n_maps, n_kernels * (len(np.asarray(e)) - 1)), np.int64) for e in edges_list]
+    for patches, index in chunks:
+        values = values_from_patches(patches, method, kernels).reshape(len(index), -1)
+        for F, edges in zip(out, edges_list):
+            F += np.hstack([batched_histogram(values[:, k], index, n_maps, edges) for k in range(n_kernels)])
+    return [F.astype(np.float64) for F in out]
 
 
 class PeakHistogram(TransformerMixin, BaseEstimator):
