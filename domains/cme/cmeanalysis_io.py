@@ -22,6 +22,7 @@ frame, numbered by ``segment`` (1..nSeg; 0 for buffer frames). Amplitudes stay i
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -32,7 +33,7 @@ import scipy.io
 from scipy import stats
 
 from awd.io import InputError
-from domains.cme.movie_io import CHANNELS, MASTER, SLAVE, scan_cell_tree
+from domains.cme.movie_io import CHANNELS, MASTER
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,25 @@ def _struct_list(value: Any) -> list[dict]:
     raise TypeError
 
 
+def _buffer_frames(buffer: Any, part: str, start: float, end: float) -> np.ndarray | None:
+    """1-based frames of a start/end buffer struct, None when the track has none.
+
+    ``runTrackProcessing.m`` stores buffers with ``t`` and the per-frame fields but no ``f``:
+    the start buffer covers the frames just before ``start``, the end buffer those just after
+    ``end``, as many as the buffer arrays have columns. An ``f`` field, where present, wins.
+    """
+    if not isinstance(buffer, dict):
+        return None
+    if isinstance(buffer.get("f"), np.ndarray) and buffer["f"].size:
+        return np.asarray(buffer["f"], dtype=float).ravel()
+    widths = {np.asarray(v).shape[-1] for k, v in buffer.items()
+              if isinstance(v, np.ndarray) and v.ndim == 2 and v.size and k != "t"}
+    if len(widths) != 1 or not np.isfinite(start) or not np.isfinite(end):
+        return None
+    n = widths.pop()
+    return (start - n + np.arange(n) if part == "start_buffer" else end + 1 + np.arange(n)).astype(float)
+
+
 def _bool_or_na(value: Any, index: int) -> Any:
     if not isinstance(value, np.ndarray) or value.size <= index:
         return pd.NA
@@ -294,11 +314,11 @@ def read_processed_tracks(path: str | Path, *, cell: str | None = None,
             if part == "track":
                 source, keep, seg, b_f, b_t, b_gap = track, valid, segment[valid], f, t, gap
             else:
-                if not isinstance(buffer, dict) or "f" not in buffer:
+                b_f = _buffer_frames(buffer, part, _scalar(track["start"]), _scalar(track["end"]))
+                if b_f is None:
                     continue
-                b_f = np.asarray(buffer["f"], dtype=float).ravel()
                 b_t = (np.asarray(buffer["t"], dtype=float).ravel() if "t" in buffer
-                       else np.full(b_f.size, np.nan))
+                       and np.asarray(buffer["t"]).size == b_f.size else np.full(b_f.size, np.nan))
                 keep = ~np.isnan(b_f)
                 source, seg, b_gap = buffer, np.zeros(int(keep.sum())), np.zeros(b_f.size)
             n = int(keep.sum())
@@ -509,26 +529,77 @@ def _lifetime_detections(mat: dict, A: np.ndarray, valid: pd.DataFrame, channels
 
 # ----------------------------------------------------------------------------- folder tree
 
+#: where each output lies under ``<cell>/<master>/`` and its reader.
+OUTPUT_FILES = {"ProcessedTracks": ("Tracking", "ProcessedTracks.mat"),
+                "lifetimeData": ("Analysis", "lifetimeData.mat")}
 
-def read_cmeanalysis_tree(root: str | Path, *, master: str = MASTER, slave: str = SLAVE,
-                          source: str = "ProcessedTracks",
-                          channel_names: Sequence[str] = CHANNELS) -> TrackTables:
-    """Concatenated tables of every cell of a cmeAnalysis tree.
 
-    ``source`` 'ProcessedTracks' reads ``<cell>/<master>/Tracking/ProcessedTracks.mat``,
-    'lifetimeData' reads ``<cell>/<master>/Analysis/lifetimeData.mat``.
+def scan_output_tree(root: str | Path, *, master: str = MASTER, source: str = "auto",
+                     condition: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Cells of a cmeAnalysis tree that hold outputs, and the output kind read.
+
+    A cell is a folder ``<root>/<condition>/<cell>/`` with a ``<master>/`` subfolder; movies
+    and the slave-channel folder are not needed (the MAT files hold both channels).
+    ``source`` 'auto' reads ProcessedTracks.mat when a cell has one, else lifetimeData.mat.
+    Returns (table with condition, cell, path, missing (the file is absent); the source used).
     """
-    readers = {"ProcessedTracks": (("Tracking", "ProcessedTracks.mat"), read_processed_tracks),
-               "lifetimeData": (("Analysis", "lifetimeData.mat"), read_lifetime_data)}
-    if source not in readers:
-        raise InputError(None, f"source must be one of {sorted(readers)}, got {source!r}")
-    (folder, file_name), reader = readers[source]
+    root = Path(root)
+    if source not in ("auto", *OUTPUT_FILES):
+        raise InputError(None, f"cme.data.cmeanalysis_file must be auto, ProcessedTracks or "
+                         f"lifetimeData, got {source!r}")
+    if not root.is_dir():
+        raise InputError(root, "data root is not a directory")
+    rows = []
+    for cond in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if condition is not None and cond.name != condition:
+            continue
+        for cell in sorted((p for p in cond.iterdir() if (p / master).is_dir()),
+                           key=lambda p: [(0, int(t)) if t.isdigit() else (1, t)
+                                          for t in re.split(r"(\d+)", p.name) if t]):
+            rows.append({"condition": cond.name, "cell": cell.name, "cell_dir": cell,
+                         **{kind: (cell / master).joinpath(*where).is_file()
+                            for kind, where in OUTPUT_FILES.items()}})
+    conditions = sorted({p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")})
+    if not rows:
+        where = f"condition {condition!r} (cme.data.condition; conditions: {conditions})" \
+            if condition is not None else "any condition folder"
+        raise InputError(root, f"no cell folders with a '{master}' subfolder in {where}; expected "
+                         f"<root>/<condition>/<cell>/{master}/{{Tracking/ProcessedTracks.mat,"
+                         f"Analysis/lifetimeData.mat}} (cme.data.master names the folder)")
+    table = pd.DataFrame(rows)
+    if source == "auto":
+        source = next((kind for kind in OUTPUT_FILES if table[kind].any()), None)
+        if source is None:
+            raise InputError(root, f"no cmeAnalysis output in any of the cells {list(table['cell'])}: "
+                             f"expected <cell>/{master}/Tracking/ProcessedTracks.mat or "
+                             f"<cell>/{master}/Analysis/lifetimeData.mat")
+    table["path"] = [Path(d, master, *OUTPUT_FILES[source]) for d in table["cell_dir"]]
+    table["missing"] = ~table[source]
+    return table[["condition", "cell", "path", "missing"]], source
+
+
+def read_cmeanalysis_tree(root: str | Path, *, master: str = MASTER, source: str = "auto",
+                          condition: str | None = None,
+                          channel_names: Sequence[str] = CHANNELS) -> TrackTables:
+    """Concatenated tables of every cell of a cmeAnalysis tree (see :func:`scan_output_tree`).
+
+    Channel ``k`` of the MAT arrays is ``channel_names[k]``: cmeAnalysis stores the master
+    (clathrin) first and the slave channels after it, so no movie or slave folder is needed.
+    """
+    table, source = scan_output_tree(root, master=master, source=source, condition=condition)
+    reader = read_processed_tracks if source == "ProcessedTracks" else read_lifetime_data
+    log.info("reading %s.mat of %d cells under %s", source, len(table), root)
     tables = []
-    for row in scan_cell_tree(root, master=master, slave=slave).itertuples():
-        path = Path(row.cell_dir) / master / folder / file_name
-        if not path.is_file():
-            raise InputError(path, f"cmeAnalysis output missing for cell {row.cell}")
-        tables.append(reader(path, cell=row.cell, condition=row.condition,
-                             channel_names=channel_names))
+    for row in table.itertuples():
+        if row.missing:
+            missing = list(table.loc[table["missing"], "cell"])
+            raise InputError(row.path, f"cmeAnalysis output missing for the cells {missing} "
+                             f"(cme.data.cmeanalysis_file: {source}); every cell needs the same output")
+        t = reader(row.path, cell=row.cell, condition=row.condition, channel_names=channel_names)
+        channels = [c for c in t.tracks.columns if c.startswith("A_max_")]
+        if len(channels) < 2:
+            raise InputError(row.path, f"the file holds {len(channels)} channel; the auxilin labels need "
+                             f"the slave channel as the second channel of its arrays")
+        tables.append(t)
     return TrackTables(pd.concat([t.tracks for t in tables], ignore_index=True),
                        pd.concat([t.detections for t in tables], ignore_index=True))

@@ -51,9 +51,20 @@ def _match_cells(spec: list | None, names: list[str], numbers: dict[str, int], k
             raise InputError(where, f"data.{key}: entries must be cell numbers or names, got {item!r}")
         hits = [n for n in names if (n == item if isinstance(item, str) else numbers[n] == item)]
         if not hits:
-            raise InputError(where, f"data.{key}: cell {item!r} not found; cells: {names}")
+            raise InputError(where, f"cme.data.{key}: cell {item!r} not found; the cells found are "
+                             f"{names} (numbers {[numbers[n] for n in names]}); {suggest_split(names, numbers)}")
         chosen += [h for h in hits if h not in chosen]
     return chosen
+
+
+def suggest_split(names: list[str], numbers: dict[str, int]) -> str:
+    """A config line that splits ``names`` about 3:1 by cell (the last quarter tests)."""
+    if len(names) < 2:
+        return "at least two cells are needed (one to train, one to test)"
+    n_test = max(1, len(names) // 4)
+    ids = [numbers[n] for n in names]
+    return (f"for example set cme.data.train_cells: {ids[:-n_test]} and "
+            f"cme.data.test_cells: {ids[-n_test:]}")
 
 
 def cell_ids(names: list[str], where: Path) -> dict[str, int]:
@@ -77,10 +88,15 @@ def assign_splits(names: list[str], data_cfg: dict, where: Path) -> dict[str, st
         train = _match_cells(data_cfg["train_cells"], names, ids, "train_cells", where)
     both = sorted(set(train) & set(test))
     if both:
-        raise InputError(where, f"data.train_cells and data.test_cells share the cells {both}")
+        raise InputError(where, f"cme.data.train_cells and cme.data.test_cells share the cells {both}")
     if not train or not test:
-        raise InputError(where, f"need at least one training and one test cell; cells: {names}, "
-                                f"train_cells {data_cfg.get('train_cells')}, test_cells {data_cfg.get('test_cells')}")
+        raise InputError(where, f"need at least one training and one test cell; cells found: {names}, "
+                                f"cme.data.train_cells {data_cfg.get('train_cells')}, cme.data.test_cells "
+                                f"{data_cfg.get('test_cells')}; {suggest_split(names, ids)}")
+    unused = [n for n in names if n not in train and n not in test]
+    if unused:
+        log.warning("cells in neither cme.data.train_cells nor cme.data.test_cells are left out: %s",
+                    ", ".join(unused))
     return {**{n: "train" for n in train}, **{n: "test" for n in test}}
 
 
@@ -142,7 +158,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
     from domains.cme.detect import detect_movie
     from domains.cme.movie_io import read_movie
     from domains.cme.track import link
-    from domains.cme.tracks import process_tracks, write_napari_tracks
+    from domains.cme.tracks import detection_track_ids, process_tracks, write_napari_tracks
 
     d = cfg["data"]
     tracks, frames, detections, cells = [], [], [], []
@@ -153,6 +169,9 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
         det, masks = detect_movie(movie, cfg, threads, return_masks=True)
         det = link(det, cfg)
         tr, fr = process_tracks(det, movie, masks, cfg, cell=row.cell)
+        det = det.rename(columns={"track_id": "linked_track_id"})
+        det.insert(det.columns.get_loc("linked_track_id"), "track_id",
+                   detection_track_ids(det.rename(columns={"linked_track_id": "track_id"}), tr, fr))
         det.insert(0, "cell", row.cell)
         det.insert(0, "condition", row.condition)
         det["t_s"] = det["frame"] * movie.frame_interval_s
@@ -173,18 +192,68 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
             pd.concat(detections, ignore_index=True), pd.DataFrame(cells))
 
 
-def read_cmeanalysis(cfg: dict, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Existing cmeAnalysis outputs of one condition; returns (tracks, track frames, cells)."""
+def read_cmeanalysis(cfg: dict, root: Path, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Existing cmeAnalysis outputs of one condition (no movies needed), with the auxilin
+    labels on the track table; writes the napari tracks file of each cell when the outputs
+    hold positions. Returns (tracks, track frames, cells)."""
     from domains.cme.cmeanalysis_io import read_cmeanalysis_tree
+    from domains.cme.tracks import add_labels, write_napari_tracks
 
     d = cfg["data"]
-    tables = read_cmeanalysis_tree(root, master=d["master"], slave=d["slave"], source=d["cmeanalysis_file"])
-    tracks = _select_condition(tables.tracks, d.get("condition"), root)
-    frames = tables.detections[tables.detections["condition"].isin(pd.unique(tracks["condition"]))]
+    condition = d.get("condition")
+    if condition is None:
+        conditions = sorted(p.name for p in root.iterdir() if p.is_dir() and any(
+            (c / d["master"]).is_dir() for c in p.iterdir() if c.is_dir())) if root.is_dir() else []
+        if len(conditions) > 1:
+            raise InputError(root, f"several conditions {conditions}; choose one with cme.data.condition")
+    tables = read_cmeanalysis_tree(root, master=d["master"], source=d["cmeanalysis_file"], condition=condition)
+    tracks, frames = tables.tracks, tables.detections
+    tracks = add_labels(tracks, frames, cfg)
+    if {"x", "y"} <= set(frames.columns):
+        for cell, fr in frames.groupby("cell", sort=False):
+            write_napari_tracks(out_dir / "napari" / f"{safe_name(cell)}_tracks.csv", fr)
     cells = (tracks.groupby(["condition", "cell"], sort=False)
              .agg(n_tracks=("track_id", "size"), n_cat1=("catIdx", lambda c: int((c == 1).sum())))
              .reset_index())
     return tracks.reset_index(drop=True), frames.reset_index(drop=True), cells
+
+
+def write_funnel(path: Path, funnel: list[dict], traces: pd.DataFrame, ids: dict, split_of: dict,
+                 cfg: dict) -> pd.DataFrame:
+    """``funnel.csv``: per cell and in total, the tracks read and kept after each filter, the
+    aux+ fraction of the traces and the split counts; each row is logged as well."""
+    lab = cfg["labels"]
+    table = pd.DataFrame(funnel)
+    table.insert(1, "cell_id", [ids[c] for c in table["cell"]])
+    table.insert(2, "split", [split_of.get(c, "unused") for c in table["cell"]])
+    table = table[table["split"] != "unused"].reset_index(drop=True)
+    for s in ("train", "val", "test"):
+        per_cell = traces.loc[traces["split"] == s].groupby("cell").size()
+        table[f"n_{s}"] = [int(per_cell.get(c, 0)) for c in table["cell"]]
+    counts = [c for c in table.columns if c.startswith(("tracks_", "kept_", "n_")) or c == "aux_positive"]
+    total = {"cell": "total", "cell_id": -1, "split": "all", **table[counts].sum().to_dict(),
+             "thresh_short_frames": table["thresh_short_frames"].iloc[0] if len(table) else np.nan,
+             "thresh_long_frames": table["thresh_long_frames"].iloc[0] if len(table) else np.nan}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["aux_fraction"] = table["aux_positive"] / table["kept_min_lifetime"]
+    table["categories"] = " ".join(str(c) for c in lab["categories"])
+    table["min_lifetime_frames"] = lab["min_lifetime"]
+    _write_csv(path, table)
+    first = table.iloc[-1]
+    log.info("cme funnel (kept after each filter): catIdx in {%s}, with per-frame amplitudes, >= %d frames, "
+             "hotspots %s, short <= %g / long >= %g frames (%.0f %% purity on the training cells), "
+             "lifetime > %d frames", ", ".join(map(str, lab["categories"])), lab["min_frames"],
+             "removed" if lab["drop_hotspots"] else "kept", first["thresh_short_frames"],
+             first["thresh_long_frames"], 100 * lab["purity"], lab["min_lifetime"])
+    for _, r in table.iterrows():
+        log.info("cme funnel %s (%s): read %d -> category %d -> amplitudes %d -> frames %d -> hotspots %d -> "
+                 "short/long %d -> min lifetime %d traces, aux+ %.1f %%; train %d, val %d, test %d",
+                 r["cell"], r["split"], r["tracks_read"], r["kept_category"], r["kept_with_amplitudes"],
+                 r["kept_min_frames"], r["kept_no_hotspot"], r["kept_short_long"], r["kept_min_lifetime"],
+                 100 * r["aux_fraction"] if np.isfinite(r["aux_fraction"]) else float("nan"),
+                 r["n_train"], r["n_val"], r["n_test"])
+    return table
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -233,7 +302,7 @@ class CMEDomain(Domain):
         d = cfg["data"]
         out_dir.mkdir(parents=True, exist_ok=True)
         if d["source"] == "cmeanalysis":
-            tracks, frames, cells = read_cmeanalysis(cfg, raw_dir)
+            tracks, frames, cells = read_cmeanalysis(cfg, raw_dir, out_dir)
             names = [str(n) for n in cells["cell"]]
             split_of = assign_splits(names, d, raw_dir)
         else:
@@ -251,7 +320,8 @@ class CMEDomain(Domain):
         cells["split"] = [split_of.get(n, "unused") for n in names]
         write_tables(out_dir, tracks, frames)
         train_cells = [n for n, s in split_of.items() if s == "train"]
-        X, y, cell_of, track_id, info = build_traces(tracks, frames, cfg, train_cells=train_cells)
+        funnel: list[dict] = []
+        X, y, cell_of, track_id, info = build_traces(tracks, frames, cfg, train_cells=train_cells, funnel=funnel)
         used = np.isin(cell_of, list(split_of))
         X, y, cell_of, track_id, info = X[used], y[used], cell_of[used], track_id[used], info[used]
         split = validation_split(np.array([split_of[c] for c in cell_of], dtype="U5"), d["val_fraction"],
@@ -267,6 +337,7 @@ class CMEDomain(Domain):
         info["split"] = split
         _write_parquet(out_dir / "traces.parquet", info)
         _write_csv(out_dir / "cells.csv", cells)
+        write_funnel(out_dir / "funnel.csv", funnel, info, ids, split_of, cfg)
         counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
         meta = {"source": d["source"], "units": {"X": "clathrin amplitude z-scored per cell",
                                                  "auxilin": "Y_sig_mean z-scored per cell"},

@@ -236,17 +236,21 @@ def kymograph(cfg: dict, raw_dir: Path, traces: pd.DataFrame, frames: pd.DataFra
     from domains.cme.movie_io import read_movie
 
     d = cfg["data"]
+    need = (f"it needs track positions (x, y: movies or ProcessedTracks.mat) and the raw movies "
+            f"(<cell>/{d['master']}/*.tif and <cell>/{d['slave']}/*.tif, or multi-channel TIFFs) under the data root")
     if not {"x", "y"} <= set(frames.columns):
-        log.warning("kymograph left out: the track tables have no positions")
+        log.warning("kymograph.png not drawn: the track tables hold no positions (lifetimeData.mat has none); %s",
+                    need)
         return None
     try:
         movies = list_movies(Path(raw_dir), d)
     except InputError as err:
-        log.warning("kymograph left out: no raw movies under %s (%s)", raw_dir, err)
+        log.warning("kymograph.png not drawn: no raw movies under %s (%s); %s", raw_dir, err.args[0] if err.args
+                    else err, need)
         return None
     cand = traces[traces["aux_positive"].astype(bool) & traces["cell"].isin(movies["cell"])]
     if cand.empty:
-        log.warning("kymograph left out: no aux+ trace of a cell with a raw movie")
+        log.warning("kymograph.png not drawn: no aux+ trace of a cell with a raw movie; %s", need)
         return None
     ex = cand.sort_values(["lifetime_s", "Y_sig_mean"], ascending=False, kind="stable").iloc[0]
     row = movies[movies["cell"] == ex["cell"]].iloc[0]

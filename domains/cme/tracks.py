@@ -676,7 +676,8 @@ def _zscore(values: np.ndarray) -> np.ndarray:
 
 
 def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None,
-                 train_cells=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+                 train_cells=None, funnel: list | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
     """AWD inputs and target from track tables (of :func:`process_tracks` or of
     :mod:`domains.cme.cmeanalysis_io`), as the Yu-group pipeline builds them.
 
@@ -686,6 +687,11 @@ def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | N
     ``min_lifetime`` frames. X: the clathrin amplitude of the track frames (gaps included,
     buffers not) subsampled / zero-padded to ``n_points`` and z-scored per cell with one mean
     and sd over all values of the cell; y: ``Y_sig_mean`` z-scored per cell.
+    Tracks without per-frame amplitudes (lifetimeData.mat keeps them for category 1 only) are
+    dropped after the category filter. When ``funnel`` is a list, one dict per cell is appended
+    with the number of tracks kept after each step (``tracks_read``, ``kept_category``,
+    ``kept_with_amplitudes``, ``kept_min_frames``, ``kept_no_hotspot``, ``kept_short_long``,
+    ``kept_min_lifetime`` = traces) and the aux+ count of the traces.
     Returns (X (n, n_points) float32, y (n,) float32, cell ids, track ids, info DataFrame).
     """
     lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
@@ -694,15 +700,27 @@ def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | N
     if missing:
         raise InputError(None, f"track table lacks columns {sorted(missing)}")
     tr = add_labels(tracks_df, frames_df, cfg)
-    tr = tr[tr["catIdx"].isin(lcfg.categories) & (tr["n_frames"] >= lcfg.min_frames)]
+    rows = frames_df[frames_df["part"].astype(str) == "track"]
+    steps = {"tracks_read": tr}
+    tr = steps["kept_category"] = tr[tr["catIdx"].isin(lcfg.categories).fillna(False).astype(bool)]
+    with_data = pd.MultiIndex.from_frame(rows[["cell", "track_id"]].drop_duplicates())
+    tr = steps["kept_with_amplitudes"] = tr[pd.MultiIndex.from_frame(tr[["cell", "track_id"]]).isin(with_data)]
+    tr = steps["kept_min_frames"] = tr[tr["n_frames"] >= lcfg.min_frames]
     if lcfg.drop_hotspots:
         tr = tr[~tr["hotspot"].astype(bool)]
+    steps["kept_no_hotspot"] = tr
     train = tr if train_cells is None else tr[tr["cell"].isin(list(train_cells))]
     short, long = (purity_thresholds(train["n_frames"].to_numpy(), train["aux_positive"].to_numpy(), lcfg.purity)
                    if lcfg.drop_short_long else (float("-inf"), float("inf")))
-    keep = (tr["n_frames"] > short) & (tr["n_frames"] < long) & (tr["n_frames"] > lcfg.min_lifetime)
-    tr = tr[keep].sort_values(["cell", "track_id"]).reset_index(drop=True)
-    rows = frames_df[frames_df["part"].astype(str) == "track"]
+    tr = steps["kept_short_long"] = tr[(tr["n_frames"] > short) & (tr["n_frames"] < long)]
+    tr = steps["kept_min_lifetime"] = tr[tr["n_frames"] > lcfg.min_lifetime]
+    tr = tr.sort_values(["cell", "track_id"]).reset_index(drop=True)
+    if funnel is not None:
+        for cell in pd.unique(tracks_df["cell"]):
+            row = {"cell": cell, **{k: int((v["cell"] == cell).sum()) for k, v in steps.items()}}
+            row["aux_positive"] = int(tr.loc[tr["cell"] == cell, "aux_positive"].astype(bool).sum())
+            row["thresh_short_frames"], row["thresh_long_frames"] = short, long
+            funnel.append(row)
     series = {key: g.sort_values("frame")["A_clathrin"].to_numpy()
               for key, g in rows.groupby(["cell", "track_id"], sort=False)}
     X = np.zeros((len(tr), lcfg.n_points))
@@ -725,6 +743,25 @@ def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | N
 # --------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------
+def detection_track_ids(detections: pd.DataFrame, tracks_df: pd.DataFrame, frames_df: pd.DataFrame) -> np.ndarray:
+    """The processed track id (``tracks_df.track_id``) of every linked detection of one cell.
+
+    The linker's ids (``detections.track_id``) are not those of the processed tracks: single-frame
+    and border tracks are dropped, tracks are renumbered and some are cut in two. A detection
+    belongs to the processed track whose own (non-gap) frame it is; -1 when none (its linked
+    track was dropped). Detections then join the track tables on (cell, track_id, frame).
+    """
+    if len(detections) == 0 or len(tracks_df) == 0:
+        return np.full(len(detections), -1, np.int64)
+    own = frames_df[(frames_df["part"].astype(str) == "track") & ~frames_df["gap"].astype(bool)]
+    own = own[["track_id", "frame"]].merge(tracks_df[["track_id", "linked_track_id"]], on="track_id",
+                                           validate="many_to_one")
+    own = own.drop_duplicates(["linked_track_id", "frame"])
+    key = detections[["track_id", "frame"]].rename(columns={"track_id": "linked_track_id"})
+    hit = key.merge(own, on=["linked_track_id", "frame"], how="left", validate="many_to_one")
+    return hit["track_id"].fillna(-1).to_numpy(np.int64)
+
+
 def to_napari_tracks(detections: pd.DataFrame) -> np.ndarray:
     """napari Tracks layer data (N, 4) [track_id, t, y, x], sorted by track then time.
 
