@@ -13,6 +13,7 @@ import yaml
 from sklearn.linear_model import LinearRegression
 
 from awd.config import validate
+from awd.figures import capture_figures, label_problems
 from awd.io import InputError
 from awd.stats import r2
 from domains.cme.domain import CMEDomain, assign_splits, validation_split
@@ -84,6 +85,40 @@ def test_ingest_dataset_and_tables(ingested):
     assert list(cells["split"]) == ["train", "train", "test"] and list(cells["cell_id"]) == [1, 2, 3]
 
 
+def test_one_track_id_across_all_tables(ingested):
+    """detections, tracks, track frames, traces and the napari files use the same track ids:
+    a detection joins the frame row of its track at the same frame and position."""
+    cfg, dom, root, ds = ingested
+    data = root / "data"
+    det = pd.read_parquet(data / "detections.parquet")
+    tracks = pd.read_parquet(data / "tracks.parquet")
+    frames = pd.read_parquet(data / "tracks_frames.parquet")
+    traces = pd.read_parquet(data / "traces.parquet")
+    own = frames[(frames["part"].astype(str) == "track") & ~frames["gap"]]
+    linked = det[det["track_id"] >= 0]
+    assert len(linked) == len(own) and len(linked) > 0.5 * len(det)
+    joined = linked.merge(own, on=["cell", "track_id", "frame"], suffixes=("_det", "_trk"), validate="one_to_one")
+    assert len(joined) == len(linked)
+    np.testing.assert_array_equal(joined["x_det"], joined["x_trk"])
+    np.testing.assert_array_equal(joined["y_det"], joined["y_trk"])
+    spans = joined.merge(tracks[["cell", "track_id", "start_frame", "end_frame", "linked_track_id"]],
+                         on=["cell", "track_id"], suffixes=("", "_track"))
+    assert spans["frame"].between(spans["start_frame"], spans["end_frame"]).all()
+    np.testing.assert_array_equal(spans["linked_track_id"], spans["linked_track_id_track"])
+    # the other detections belong to linked tracks that were dropped (single frames, border)
+    dropped = det.loc[det["track_id"] < 0, ["cell", "linked_track_id", "frame"]]
+    own_linked = own.merge(tracks[["cell", "track_id", "linked_track_id"]], on=["cell", "track_id"])
+    assert dropped.merge(own_linked, on=["cell", "linked_track_id", "frame"]).empty
+    assert set(zip(traces["cell"], traces["track_id"])) <= set(zip(tracks["cell"], tracks["track_id"]))
+    for path in (data / "napari").glob("*_tracks.csv"):
+        napari = pd.read_csv(path)
+        rows = frames[(frames["cell"] == path.name[: -len("_tracks.csv")]) & (frames["part"].astype(str) == "track")]
+        both = napari.merge(rows, left_on=["track_id", "t"], right_on=["track_id", "frame"], validate="one_to_one",
+                            suffixes=("_napari", ""))
+        assert len(both) == len(napari) == len(rows)
+        np.testing.assert_allclose(both[["x_napari", "y_napari"]].to_numpy(), both[["x", "y"]].to_numpy())
+
+
 def test_teacher_heads_and_figures(ingested, tmp_path):
     import torch
 
@@ -141,7 +176,12 @@ def test_teacher_heads_and_figures(ingested, tmp_path):
 
     # figures read the ingest side tables beside the heads outputs: results/<name>/data
     (out / "data").symlink_to(root / "data", target_is_directory=True)
-    paths = dom.figures(cfg, out, root / "raw", tmp_path / "figures")
+    with capture_figures() as drawn:
+        paths = dom.figures(cfg, out, root / "raw", tmp_path / "figures")
+    # every figure is legible: labelled axes (units) and colour bars, ticks that do not overlap
+    problems = {path.name: label_problems(fig) for path, fig in drawn}
+    assert len(problems) == len(paths)
+    assert not any(problems.values()), "\n".join(p for ps in problems.values() for p in ps)
     names = {p.name for p in paths}
     assert names == {"example_traces.png", "wavelet.png", "aux_fraction_vs_lifetime.png", "intensity_cohorts.png",
                      "kymograph.png", "feature_reconstruction.png", "predicted_vs_true.png", "selection.png"}

@@ -118,15 +118,17 @@ def example_traces(traces: pd.DataFrame, frames: pd.DataFrame, n: int, alpha: fl
             gap = rows["gap"].to_numpy(bool)
             ax.plot(t[gap], rows["A_clathrin"].to_numpy(float)[gap], "o", ms=4, mfc="none",
                     color=COLORS["clathrin"], label="gap (re-fitted)")
+        step = float(np.median(np.diff(t))) if t.size > 1 else 1.0
         for buf in ("start_buffer", "end_buffer"):
             if np.any(part == buf):
-                ax.axvspan(t[part == buf].min() - 0.5, t[part == buf].max() + 0.5, color="0.9", lw=0)
+                ax.axvspan(t[part == buf].min() - step / 2, t[part == buf].max() + step / 2, color="0.9", lw=0,
+                           label="start/end buffer" if buf == "start_buffer" else None)
         ax.set_ylabel("A (ADU)")
+        ax.set_xlabel("time (s)" if "t_s" in rows and np.all(np.isfinite(rows["t_s"])) else "frame")
         ax.set_title(f"{ex['cell']} track {ex['track_id']}: lifetime {ex['lifetime_s']:.0f} s, "
                      f"{'aux+' if ex['aux_positive'] else 'aux-'}, Y_sig_mean {ex['Y_sig_mean']:.0f} ADU",
                      fontsize=9)
-    axes[0].legend(fontsize=7, ncol=4, loc="upper left")
-    axes[-1].set_xlabel("time (s); buffers shaded")
+    axes[0].legend(fontsize=7, ncol=5, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -270,9 +272,11 @@ def kymograph(cfg: dict, raw_dir: Path, traces: pd.DataFrame, frames: pd.DataFra
     for ax, (c, name) in zip(axes, enumerate(("clathrin", "auxilin"))):
         kymo = movie.data[f0:f1 + 1, c, y0 - 1:y0 + 2, :][:, :, cols].astype(float).mean(axis=1).T
         lo, hi = np.percentile(kymo, [1, 99.5])
-        ax.imshow(kymo, aspect="auto", cmap="gray", vmin=lo, vmax=hi, origin="lower",
-                  extent=(f0 * dt, (f1 + 1) * dt, cols[0] - 0.5, cols[-1] + 0.5))
-        ax.plot(core["frame"] * dt + 0.5 * dt, core["x"], ".", ms=2, color=COLORS[name], alpha=0.7)
+        image = ax.imshow(kymo, aspect="auto", cmap="gray", vmin=lo, vmax=hi, origin="lower",
+                          extent=(f0 * dt, (f1 + 1) * dt, cols[0] - 0.5, cols[-1] + 0.5))
+        fig.colorbar(image, ax=ax, pad=0.01).set_label("A (ADU)", fontsize=8)
+        ax.plot(core["frame"] * dt + 0.5 * dt, core["x"], ".", ms=2, color=COLORS[name], alpha=0.7,
+                label="track position")
         ax.set_ylabel(f"{name}\nx (px)")
     axes[0].set_title(f"Kymograph of {ex['cell']} track {ex['track_id']} (row y = {y0} px, "
                       f"lifetime {ex['lifetime_s']:.0f} s); dots: track positions", fontsize=9)
@@ -298,9 +302,11 @@ def wavelet_figure(heads: dict, path: Path) -> Path:
         ax_psi.plot(x, psi, ls, color=color, label=label, lw=1.4)
     ax_phi.set_title("scaling function phi", fontsize=10)
     ax_psi.set_title("wavelet psi", fontsize=10)
+    ax_phi.set_ylabel("phi(x)")
+    ax_psi.set_ylabel("psi(x)")
     for ax in (ax_phi, ax_psi):
         ax.axhline(0, color="0.8", lw=0.6)
-        ax.set_xlabel("x")
+        ax.set_xlabel("x (support, in samples of the finest scale)")
     ax_psi.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
@@ -326,9 +332,11 @@ def feature_reconstruction(ds: Dataset, heads: dict, preds: pd.DataFrame, n_top:
     axes[0].set_title(f"test trace (cell {int(best['cell_id'])}): AWD prediction {best['pred_awd']:.2f}, "
                       f"true {best['y_true']:.2f} (z-scored auxilin)", fontsize=9)
     axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("clathrin (z)")
     for ax, r in zip(axes[1:], recs):
-        ax.plot(x, color="0.8", lw=1)
-        ax.plot(r["reconstruction"], color="#c62828", lw=1.5)
+        ax.plot(x, color="0.8", lw=1, label="trace")
+        ax.plot(r["reconstruction"], color="#c62828", lw=1.5, label="single-coefficient reconstruction")
+        ax.set_ylabel("clathrin (z)")
         ax.set_title(f"{r['feature']} (scale {r['scale']}, position {r['position']}): coefficient "
                      f"{r['coefficient']:.2f}, contribution {r['contribution']:+.3f}", fontsize=8)
     axes[-1].set_xlabel("sample (of 40)")
@@ -347,11 +355,12 @@ def predicted_vs_true(preds: pd.DataFrame, table: pd.DataFrame, path: Path) -> P
     lim = (np.nanmin(y), np.nanmax(y))
     for ax, method in zip(axes, METHODS):
         p = preds[columns[method]].to_numpy(float)
-        ax.plot(y, p, ".", ms=3, alpha=0.5)
-        ax.plot(lim, lim, color="0.6", lw=0.8)
+        ax.plot(y, p, ".", ms=3, alpha=0.5, label="test trace")
+        ax.plot(lim, lim, color="0.6", lw=0.8, label="predicted = true")
         ax.set_title(f"{method}\nR^2 = {r2.get(method, np.nan):.3f}", fontsize=9)
-        ax.set_xlabel("true (z-scored)")
-    axes[0].set_ylabel("predicted")
+        ax.set_xlabel("true auxilin (z-scored)")
+    axes[0].set_ylabel("predicted auxilin (z-scored)")
+    axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
 
