@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import xml.etree.ElementTree as ET
 
 import h5py
 import numpy as np
@@ -132,14 +133,20 @@ def test_multichannel_files_with_metadata(tmp_path, movie, variant):
         tifffile.imwrite(path, d[:, None], imagej=True, resolution=(1 / 0.08, 1 / 0.08),
                          metadata={"axes": "TZCYX", "unit": "um", "finterval": 1500, "tunit": "ms"})
     elif variant == "ome_tcyx":
-        _ome(path, d, axes="TCYX", PhysicalSizeX=0.08, TimeIncrement=1.5, TimeIncrementUnit="s")
+        _ome(path, d, axes="TCYX", PhysicalSizeX=0.08, TimeIncrement=1.5, TimeIncrementUnit="s",
+             Channel={"Name": ["TagRFP", "EGFP"]})
     elif variant == "ome_ctyx":
         _ome(path, np.moveaxis(d, 1, 0).copy(), axes="CTYX", PhysicalSizeX=80,
              PhysicalSizeXUnit="nm", TimeIncrement=1500, TimeIncrementUnit="ms")
     else:
         stamps = [1.5 * t + 0.1 * c for t in range(T) for c in range(2)]
         _ome(path, d[:, None], axes="TZCYX", PhysicalSizeX=0.08, Plane={"DeltaT": stamps})
-    back = read_movie(path)
+    # files without channel names need the explicit order (cme.data.channel_indices)
+    named = variant == "ome_tcyx"
+    if not named:
+        with pytest.raises(InputError, match=r"2 unnamed channels.*cme.data.channel_indices"):
+            read_movie(path)
+    back = read_movie(path) if named else read_movie(path, channels=(0, 1))
     np.testing.assert_array_equal(back.data, d)
     assert back.frame_interval_s == pytest.approx(1.5)
     assert back.pixel_size_um == pytest.approx(0.08)
@@ -152,15 +159,17 @@ def test_channel_selection_resolution_units_and_z_as_time(tmp_path, movie, caplo
     d = movie.data
     three = np.stack([d[:, 1], d[:, 0] // 2, d[:, 0]], axis=1)
     path = _ome(tmp_path / "three.ome.tif", three, axes="TCYX", PhysicalSizeX=0.1, TimeIncrement=1.0)
-    with pytest.raises(InputError, match="3 channels"):
+    with pytest.raises(InputError, match="3 unnamed channels"):
         read_movie(path)
     back = read_movie(path, channels=(2, 0))
     np.testing.assert_array_equal(back.data, d)
+    with pytest.raises(InputError, match=r"channel_indices \[0, 3\] do not pick"):
+        read_movie(path, channels=(0, 3))
     # ImageJ stack saved as slices: Z stands for time
     zpath = tmp_path / "zc.tif"
     tifffile.imwrite(zpath, d, imagej=True, metadata={"axes": "ZCYX"})
     with caplog.at_level(logging.WARNING):
-        back = read_movie(zpath, frame_interval_s=1.0, pixel_size_um=0.08)
+        back = read_movie(zpath, frame_interval_s=1.0, pixel_size_um=0.08, channels=(0, 1))
     np.testing.assert_array_equal(back.data, d)
     assert "as time" in caplog.text
     # plain TIFF resolution tags in centimetres
@@ -169,11 +178,43 @@ def test_channel_selection_resolution_units_and_z_as_time(tmp_path, movie, caplo
     assert read_movie(cell).pixel_size_um == pytest.approx(0.107)
 
 
+def test_channels_are_chosen_by_name_never_by_order(tmp_path, movie, caplog):
+    """A CTYX OME-TIFF with auxilin first (['EGFP', 'TagRFP']): the names decide."""
+    d = movie.data
+    ctyx = np.stack([d[:, 1], d[:, 0]])  # C = (EGFP, TagRFP), T, Y, X
+    path = _ome(tmp_path / "cell.ome.tif", ctyx, axes="CTYX", PhysicalSizeX=0.08, TimeIncrement=1.5,
+                Channel={"Name": ["EGFP", "TagRFP"]})
+    with tifffile.TiffFile(path) as tf:  # real OME metadata, read by another parser
+        assert [c.attrib["Name"] for c in ET.fromstring(tf.ome_metadata).iter()
+                if c.tag.endswith("}Channel")] == ["EGFP", "TagRFP"]
+    with caplog.at_level(logging.INFO):
+        back = read_movie(path)
+    np.testing.assert_array_equal(back.data, d)  # channel 0 = clathrin (TagRFP)
+    assert "master 'TagRFP' = channel 1" in caplog.text
+    # names that contain the configured ones ('EGFP-Aux1'), and other master/slave names
+    path2 = _ome(tmp_path / "cell2.ome.tif", ctyx, axes="CTYX", PhysicalSizeX=0.08, TimeIncrement=1.5,
+                 Channel={"Name": ["EGFP-Aux1", "CLTA-TagRFP"]})
+    np.testing.assert_array_equal(read_movie(path2).data, d)
+    np.testing.assert_array_equal(read_movie(path2, master="EGFP", slave="TagRFP").data, d[:, ::-1])
+    # explicit indices agree with the names or stop; unmatched names stop with the list
+    np.testing.assert_array_equal(read_movie(path, channels=(1, 0)).data, d)
+    with pytest.raises(InputError, match="disagree with the channel names"):
+        read_movie(path, channels=(0, 1))
+    with pytest.raises(InputError, match=r"channels \['EGFP', 'TagRFP'\], none matching cme.data.master 'Cy3'"):
+        read_movie(path, master="Cy3", slave="GFP")
+    np.testing.assert_array_equal(read_movie(path, master="Cy3", slave="GFP", channels=(1, 0)).data, d)
+    # ImageJ hyperstacks: slice labels repeating every channel name
+    ij = tmp_path / "ij.tif"
+    tifffile.imwrite(ij, ctyx.swapaxes(0, 1).copy(), imagej=True, resolution=(1 / 0.08, 1 / 0.08),
+                     metadata={"axes": "TCYX", "unit": "um", "finterval": 1.5, "Labels": ["EGFP", "TagRFP"] * T})
+    np.testing.assert_array_equal(read_movie(ij).data, d)
+
+
 def test_iter_movies_mixed_layouts_and_empty_root(tmp_path, movie):
     write_cell_tree(tmp_path, "tree", "Cell1", movie)
     (tmp_path / "files").mkdir()
     _ome(tmp_path / "files" / "m1.ome.tif", movie.data, axes="TCYX", PhysicalSizeX=0.08,
-         TimeIncrement=1.5)
+         TimeIncrement=1.5, Channel={"Name": ["TagRFP", "EGFP"]})
     names = [(m.condition, m.name) for m in iter_movies(tmp_path)]
     assert names == [("tree", "Cell1_1.5s"), ("files", "m1")]
     (tmp_path / "empty").mkdir()

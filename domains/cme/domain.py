@@ -165,7 +165,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
     for row in movies.itertuples():
         movie = read_movie(row.path, frame_interval_s=d["frame_interval_s"], pixel_size_um=d["pixel_size_um"],
                            master=d["master"], slave=d["slave"], min_frames=d["min_frames"],
-                           condition=row.condition)
+                           channels=d.get("channel_indices"), condition=row.condition)
         det, masks = detect_movie(movie, cfg, threads, return_masks=True)
         det = link(det, cfg)
         tr, fr = process_tracks(det, movie, masks, cfg, cell=row.cell)
@@ -282,6 +282,24 @@ class CMEDomain(Domain):
                     "(reference notebooks 03_analyze and 06_ablation_study)")
     # the hidden-20 LSTM on 40-step traces is fastest on one thread (0.4 s vs 1.6 s per epoch)
     max_torch_threads = 1
+    # what each stage reads and runs (awd.stages); figures read the whole section
+    stage_config = {
+        "simulate": ("simulator",),
+        "ingest": ("data", "detection", "tracking", "track_processing", "labels"),
+        "teacher": ("teacher", "lstm"),
+        "distill": ("distill", "lstm", "teacher.seed", "teacher.loss"),
+        "heads": ("heads", "distill", "bootstrap", "lstm", "teacher.seed", "teacher.batch_size", "teacher.loss"),
+    }
+    stage_code = {
+        "simulate": ("simulate.py",),
+        "ingest": ("movie_io.py", "cmeanalysis_io.py", "detect.py", "track.py", "tracks.py"),
+        "teacher": ("lstm.py",),
+        "distill": ("lstm.py",),
+        "heads": ("head.py", "lstm.py"),
+        "figures": ("figures.py",),
+    }
+    extra_outputs = {"ingest": ["funnel.csv"],
+                     "heads": ["heads/selection.csv", "heads/predictions.csv", "heads/heads.json"]}
 
     # -- simulate ---------------------------------------------------------------------------
     def simulate(self, cfg: dict, raw_dir: Path, threads: int = 1) -> None:

@@ -257,7 +257,8 @@ def kymograph(cfg: dict, raw_dir: Path, traces: pd.DataFrame, frames: pd.DataFra
     ex = cand.sort_values(["lifetime_s", "Y_sig_mean"], ascending=False, kind="stable").iloc[0]
     row = movies[movies["cell"] == ex["cell"]].iloc[0]
     movie = read_movie(row["path"], frame_interval_s=d["frame_interval_s"], pixel_size_um=d["pixel_size_um"],
-                       master=d["master"], slave=d["slave"], min_frames=d["min_frames"])
+                       master=d["master"], slave=d["slave"], min_frames=d["min_frames"],
+                       channels=d.get("channel_indices"))
     rows = _track_rows(frames, ex["cell"], ex["track_id"])
     core = rows[rows["part"].astype(str) == "track"]
     T, _, H, W = movie.data.shape

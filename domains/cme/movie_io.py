@@ -8,7 +8,9 @@ Two input layouts are accepted:
   may be encoded in the cell folder name the way cmeAnalysis parses it (``Cell1_1s``,
   ``1_1.5s``, ``Cell2_500ms``);
 * single multi-channel TIFF / OME-TIFF files ``<root>[/<condition>]/<name>.tif`` whose axes
-  (``TCYX``, ``CTYX``, ``TZCYX``, ...) come from the OME or ImageJ metadata.
+  (``TCYX``, ``CTYX``, ``TZCYX``, ...) come from the OME or ImageJ metadata. Which channel is
+  clathrin and which auxilin comes from the channel names in the metadata (matched to the
+  master/slave names) or from explicit indices; never from the order alone.
 
 Frame interval and pixel size come from the caller (config), the file metadata (OME
 ``TimeIncrement``/``PhysicalSizeX``, ImageJ ``finterval``/``unit`` with the TIFF resolution
@@ -278,6 +280,9 @@ def _ome_metadata(xml: str) -> dict[str, Any]:
             out["frame_interval_s"] = (float(np.median(np.diff(times))), "OME Plane DeltaT")
     sizes = [int(a.get(k, "1")) for k in ("SizeT", "SizeC", "SizeZ")]
     out["n_planes"] = int(np.prod(sizes))
+    names = [el.attrib.get("Name", "").strip() for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
+    if names and all(names):
+        out["channel_names"] = names
     return out
 
 
@@ -290,6 +295,13 @@ def _tiff_metadata(tf: tifffile.TiffFile) -> dict[str, Any]:
     if ij:
         if "images" in ij:
             out.setdefault("n_planes", int(ij["images"]))
+        labels = ij.get("Labels")
+        n_ch = int(ij.get("channels", 1))
+        if "channel_names" not in out and isinstance(labels, list) and n_ch > 1 and len(labels) % n_ch == 0:
+            # ImageJ slice labels run C fastest; channel names when they repeat every n_ch slices
+            names = [str(v).strip() for v in labels[:n_ch]]
+            if all(names) and list(labels) == names * (len(labels) // n_ch):
+                out["channel_names"] = names
         if "finterval" in ij and "frame_interval_s" not in out:
             factor = _unit_factor(ij.get("tunit", "s"), _TIME_S)
             value = float(ij["finterval"])
@@ -420,9 +432,55 @@ def _read_channel(source: Path) -> tuple[np.ndarray, dict[str, Any], tuple[Path,
     return np.stack(frames), meta, tuple(files)
 
 
-def _to_tcyx(data: np.ndarray, axes: str, path: Path,
-             channels: tuple[int, int] | None) -> np.ndarray:
-    """(T, 2, H, W) from a multi-channel file, channel 0 clathrin and 1 auxilin."""
+def pick_channels(names: list[str] | None, n_channels: int, master: str, slave: str,
+                  channels: tuple[int, int] | None, path: Path) -> tuple[int, int]:
+    """(master, slave) channel indices of a multi-channel file; never a silent default.
+
+    Channel names in the metadata that match ``master``/``slave`` (case-insensitive, whole
+    name or one containing the other, e.g. 'EGFP' in 'EGFP-Aux1') decide; explicit
+    ``channels`` (``cme.data.channel_indices``) decide when the file names none or they do
+    not match, and must agree with matching names. Otherwise an error lists the channels.
+    """
+    listing = (f"channels {names}" if names else f"{n_channels} unnamed channels (no channel names in "
+               f"the OME/ImageJ metadata)")
+    by_name: dict[str, int] = {}
+    if names:
+        for role, want in (("master", master), ("slave", slave)):
+            w = want.strip().lower()
+            exact = [i for i, n in enumerate(names) if n.lower() == w]
+            loose = [i for i, n in enumerate(names) if w and (w in n.lower() or n.lower() in w)]
+            hits = exact or loose
+            if len(hits) == 1:
+                by_name[role] = hits[0]
+    if channels is not None:
+        if len(channels) != 2 or not all(0 <= int(c) < n_channels for c in channels) or \
+                int(channels[0]) == int(channels[1]):
+            raise InputError(path, f"cme.data.channel_indices {list(channels)} do not pick two different "
+                             f"channels of the file's {listing}")
+        picked = (int(channels[0]), int(channels[1]))
+        if len(by_name) == 2 and (by_name["master"], by_name["slave"]) != picked:
+            raise InputError(path, f"cme.data.channel_indices {list(picked)} disagree with the channel "
+                             f"names: {listing} name master '{master}' = {by_name['master']} and slave "
+                             f"'{slave}' = {by_name['slave']}; drop channel_indices or fix the names")
+        return picked
+    if len(by_name) == 2 and by_name["master"] != by_name["slave"]:
+        log.info("%s: master '%s' = channel %d (%s), slave '%s' = channel %d (%s), from the channel names",
+                 path, master, by_name["master"], names[by_name["master"]], slave, by_name["slave"],
+                 names[by_name["slave"]])
+        return by_name["master"], by_name["slave"]
+    if not names:
+        raise InputError(path, f"cannot tell which channel is clathrin and which auxilin: the file has {listing}; "
+                         f"set cme.data.channel_indices: [clathrin index, auxilin index] (0-based)")
+    raise InputError(path, f"cannot tell which channel is clathrin and which auxilin: the file has {listing}, "
+                     f"none matching cme.data.master '{master}' and cme.data.slave '{slave}' one to one; set "
+                     f"cme.data.master/cme.data.slave to the channel names, or cme.data.channel_indices: "
+                     f"[clathrin index, auxilin index] (0-based)")
+
+
+def _to_tcyx(data: np.ndarray, axes: str, path: Path, channels: tuple[int, int] | None,
+             names: list[str] | None = None, master: str = MASTER, slave: str = SLAVE) -> np.ndarray:
+    """(T, 2, H, W) from a multi-channel file, channel 0 clathrin and 1 auxilin (see
+    :func:`pick_channels`)."""
     data, axes = _squeeze_axes(data, axes, path)
     extra = axes[:-2]
     if "C" not in extra:
@@ -441,15 +499,12 @@ def _to_tcyx(data: np.ndarray, axes: str, path: Path,
         axes = axes.replace(time_axes[0], "T")
     data = np.moveaxis(data, [axes.index("T"), axes.index("C")], [0, 1])
     n_channels = data.shape[1]
-    if channels is None:
-        if n_channels != 2:
-            raise InputError(path, f"{n_channels} channels; expected 2 (clathrin, auxilin) or the "
-                             f"channel indices to use")
-        channels = (0, 1)
-    if len(channels) != 2 or not all(0 <= int(c) < n_channels for c in channels):
-        raise InputError(path, f"channel indices {list(channels)} do not fit the file's "
-                         f"{n_channels} channels")
-    return data[:, [int(c) for c in channels]]
+    if names is not None and len(names) != n_channels:
+        log.warning("%s: %d channel names %s for %d channels; ignoring the names", path, len(names), names,
+                    n_channels)
+        names = None
+    picked = pick_channels(names, n_channels, master, slave, channels, path)
+    return data[:, list(picked)]
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -495,8 +550,9 @@ def read_movie(path_or_cell_dir: str | Path, *, frame_interval_s: float | None =
     """Read one movie: a cmeAnalysis cell folder or a multi-channel TIFF/OME-TIFF file.
 
     ``frame_interval_s`` / ``pixel_size_um`` override the metadata (config values);
-    ``channels`` picks the (clathrin, auxilin) indices of a multi-channel file with more
-    than two channels; ``min_frames`` is the shortest acceptable movie.
+    A multi-channel file's (clathrin, auxilin) channels are those whose metadata names match
+    ``master``/``slave``, or the indices ``channels`` (``cme.data.channel_indices``); see
+    :func:`pick_channels`. ``min_frames`` is the shortest acceptable movie.
     """
     path = Path(path_or_cell_dir)
     interval_found: list[tuple[float, str]] = []
@@ -535,7 +591,7 @@ def read_movie(path_or_cell_dir: str | Path, *, frame_interval_s: float | None =
         name, default_condition = path.name, path.parent.name
     elif path.is_file():
         raw, axes, meta = _read_tiff(path)
-        data = _as_uint16(_to_tcyx(raw, axes, path, channels), path)
+        data = _as_uint16(_to_tcyx(raw, axes, path, channels, meta.get("channel_names"), master, slave), path)
         _check_frames(len(data), min_frames, path)
         collect(meta, path)
         name, default_condition = _movie_stem(path), path.parent.name
