@@ -1,6 +1,7 @@
 """The CME Domain hooks end to end on a tiny simulated tree: simulate -> ingest (detection,
 tracking, track processing, traces) -> LSTM teacher (one epoch) -> heads on a fake 2-point
 grid -> figures; the cmeAnalysis-output ingest on the same tracks; the schema's defaults."""
+import logging
 from dataclasses import fields
 from pathlib import Path
 
@@ -251,14 +252,24 @@ def test_cmeanalysis_outputs_give_the_same_dataset(ingested, tmp_path):
 # ----------------------------------------------------------------------------- splits and schema
 
 
-def test_splits_by_cell_number_or_name_and_bad_cells(tmp_path):
+def test_splits_by_cell_number_or_name_and_bad_cells(tmp_path, caplog):
     names = ["Cell1_1s", "Cell2_1s", "Cell10_1s"]
     assert assign_splits(names, {"train_cells": None, "test_cells": [10]}, tmp_path) == \
         {"Cell1_1s": "train", "Cell2_1s": "train", "Cell10_1s": "test"}
     assert assign_splits(names, {"train_cells": ["Cell2_1s"], "test_cells": [1]}, tmp_path) == \
         {"Cell2_1s": "train", "Cell1_1s": "test"}
-    with pytest.raises(InputError, match="cell 7 not found"):
+    with pytest.raises(InputError, match="cell 7 not found") as err:
         assign_splits(names, {"train_cells": [1], "test_cells": [7]}, tmp_path)
+    # the error names the key, lists the cells found and suggests a split that fits them
+    assert "cme.data.test_cells" in str(err.value) and "['Cell1_1s', 'Cell2_1s', 'Cell10_1s']" in str(err.value)
+    assert "cme.data.train_cells: [1, 2] and cme.data.test_cells: [10]" in str(err.value)
+    four = ["Cell1_1s", "Cell2_1s", "Cell3_1s", "Cell4_1s"]
+    with pytest.raises(InputError, match=r"train_cells: \[1, 2, 3\] and cme.data.test_cells: \[4\]"):
+        assign_splits(four, {"train_cells": None, "test_cells": [7, 8]}, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert assign_splits(four, {"train_cells": [1], "test_cells": [4]}, tmp_path) == \
+            {"Cell1_1s": "train", "Cell4_1s": "test"}
+    assert "left out: Cell2_1s, Cell3_1s" in caplog.text
     with pytest.raises(InputError, match="share the cells"):
         assign_splits(names, {"train_cells": [1, 2], "test_cells": [2]}, tmp_path)
     split = validation_split(np.array(["train"] * 10 + ["test"] * 3), 0.3, seed=0)

@@ -91,10 +91,10 @@ def test_frame_sequence_channel_folders_and_hidden_files(tmp_path, movie):
 
 def test_missing_metadata_asks_for_the_setting(tmp_path, movie):
     cell = _cell(tmp_path, "Cell1", movie.data[:, 0], movie.data[:, 1])
-    with pytest.raises(InputError, match="frame_interval_s") as err:
+    with pytest.raises(InputError, match="set cme.data.frame_interval_s") as err:
         read_movie(cell, pixel_size_um=0.08)
     assert "Cell1" in str(err.value)
-    with pytest.raises(InputError, match="pixel_size_um"):
+    with pytest.raises(InputError, match="set cme.data.pixel_size_um"):
         read_movie(cell, frame_interval_s=1.0)
     back = read_movie(cell, frame_interval_s=1.0, pixel_size_um=0.08)
     np.testing.assert_array_equal(back.data, movie.data)
@@ -300,7 +300,21 @@ def test_float_data_policy(tmp_path, movie, caplog):
     with caplog.at_level(logging.WARNING):
         back = read_movie(cell, **opts)
     np.testing.assert_array_equal(back.data, d)
-    assert "converted exactly" in caplog.text
+    assert "float32 pixel data (converted exactly to uint16) are not raw camera counts" in caplog.text
+    assert "cme.labels.aux_thresh" in caplog.text and "amplitudes" in caplog.text
+    # 8-bit and contrast-stretched uint16 data: accepted, with the same warning
+    for name, data in (("u8", (d[:, 0] // 64).astype(np.uint8)), ("stretched", np.interp(
+            d[:, 0], (d[:, 0].min(), d[:, 0].max()), (0, 65535)).round().astype(np.uint16))):
+        caplog.clear()
+        cell = _cell(tmp_path / name, "Cell1", data, d[:, 1])
+        with caplog.at_level(logging.WARNING):
+            read_movie(cell, **opts)
+        assert caplog.text.count("are not raw camera counts") == 1, name
+        assert ("uint8 pixel data" if name == "u8" else "contrast-stretched") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        read_movie(_cell(tmp_path / "raw", "Cell1", d[:, 0], d[:, 1]), **opts)
+    assert "camera counts" not in caplog.text
     fractional = d[:, 0].astype(np.float32) + 0.5
     cell = _cell(tmp_path / "b", "Cell1", fractional, d[:, 1])
     _expect("c.tif", lambda: read_movie(cell, **opts), "not integral")

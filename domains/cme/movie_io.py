@@ -18,10 +18,12 @@ tags) or the folder name; there is no silent default. When the caller gives a va
 wins (a disagreeing file value is logged); otherwise all values found must agree.
 
 Pixel values: cmeAnalysis expects raw camera counts (uint16). Files stored with another
-dtype (float32 exports, uint8, int32) are accepted with a warning when every value is an
-integer in [0, 65535], so the conversion to uint16 is exact; fractional, negative,
-non-finite or larger values (background-subtracted or rescaled data) are rejected, because
-the downstream noise model and detection thresholds assume camera counts.
+dtype (float32 exports, uint8, int32) are accepted when every value is an integer in
+[0, 65535], so the conversion to uint16 is exact, and uint16 data that look contrast-stretched
+(exactly 0 to 65535) or 8-bit are accepted too; all of these get a warning naming what loses
+its meaning (absolute ADU thresholds, amplitudes) and the settings to review. Fractional,
+negative, non-finite or larger values (background-subtracted or rescaled data) are
+rejected, because the downstream noise model and detection thresholds assume camera counts.
 
 Every problem with an input raises :class:`awd.io.InputError` naming the file.
 """
@@ -359,6 +361,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, dict[str, Any]]:
 def _as_uint16(data: np.ndarray, path: Path) -> np.ndarray:
     """The data as uint16 when that is exact; see the module docstring for the policy."""
     if data.dtype == np.uint16:
+        _check_counts(data, path)
         return data
     if data.dtype.kind not in "uif":
         raise InputError(path, f"pixel type {data.dtype} is not a camera intensity")
@@ -374,8 +377,29 @@ def _as_uint16(data: np.ndarray, path: Path) -> np.ndarray:
         if lo < 0 or hi > 65535:
             raise InputError(path, f"{data.dtype} values span [{lo}, {hi}], outside the uint16 "
                              f"range of camera counts")
-    log.warning("%s: %s pixel data converted exactly to uint16", path, data.dtype)
+    not_camera_counts(path, f"{data.dtype} pixel data (converted exactly to uint16)")
     return data.astype(np.uint16)
+
+
+def not_camera_counts(path: Path, what: str) -> None:
+    """Warn that ``path`` does not hold raw camera counts, and what that changes downstream."""
+    log.warning("%s: %s are not raw camera counts. Detection still works (its tests are relative to the "
+                "local noise), but absolute ADU values lose their meaning: the auxilin threshold "
+                "cme.labels.aux_thresh (973 ADU of the reference camera) and with it aux_positive, and the "
+                "amplitudes (A, c, Y_max, Y_sig_mean in the track tables; the ADU axes of the figures). Review "
+                "cme.labels.aux_thresh (or set it above every amplitude to rely on significance alone) and "
+                "provide the camera's uint16 frames where possible", path, what)
+
+
+def _check_counts(data: np.ndarray, path: Path) -> None:
+    """Warn about uint16 data that look 8-bit or contrast-stretched rather than camera counts."""
+    if data.dtype != np.uint16 or data.size == 0:
+        return
+    lo, hi = int(data.min()), int(data.max())
+    if hi <= 255:
+        not_camera_counts(path, f"uint16 values within 0-{hi} (8-bit range)")
+    elif lo == 0 and hi == 65535:
+        not_camera_counts(path, "uint16 values spanning exactly 0-65535 (contrast-stretched?)")
 
 
 def _squeeze_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, str]:
@@ -540,7 +564,7 @@ def _check_frames(n_frames: int, min_frames: int, path: Path) -> None:
         raise InputError(path, "movie has zero frames")
     if n_frames < min_frames:
         raise InputError(path, f"movie has {n_frames} frames, fewer than the minimum {min_frames} "
-                         f"(min_frames)")
+                         f"(cme.data.min_frames)")
 
 
 def read_movie(path_or_cell_dir: str | Path, *, frame_interval_s: float | None = None,
@@ -601,8 +625,8 @@ def read_movie(path_or_cell_dir: str | Path, *, frame_interval_s: float | None =
         sources = [path]
     else:
         raise InputError(path, "no such file or cell folder")
-    dt = _resolve("frame interval", "frame_interval_s", "s", frame_interval_s, interval_found, path)
-    px = _resolve("pixel size", "pixel_size_um", "µm", pixel_size_um, pixel_found, path)
+    dt = _resolve("frame interval", "cme.data.frame_interval_s", "s", frame_interval_s, interval_found, path)
+    px = _resolve("pixel size", "cme.data.pixel_size_um", "µm", pixel_size_um, pixel_found, path)
     return Movie(np.ascontiguousarray(data), dt, px, name, tuple(sources),
                  default_condition if condition is None else condition)
 
