@@ -163,7 +163,7 @@ def fisher_table(factory: Callable[[dict], Callable[[int], np.ndarray]], *, n_ma
         top3 = np.sort(f_bin)[::-1][:3].sum() / f_bin.sum() if f_bin.sum() > 0 else math.nan
         head_rows.append({"head": h, "n_features": int(len(mean)), "n_filled": int(used.sum()),
                           "sigma_om_fixed_as": float(1 / math.sqrt(fisher[0, 0])),
-                          "sigma_om_marginal": float(math.sqrt(np.linalg.inv(fisher)[0, 0])),
+                          "sigma_om_marginal": float(math.sqrt(np.linalg.pinv(fisher)[0, 0])),
                           "sigma_om_diagonal": float(1 / math.sqrt(f_bin.sum())),
                           "top3_share": float(top3), "hartlap": float(hartlap)})
     return bin_rows, head_rows
