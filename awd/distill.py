@@ -39,12 +39,13 @@ from awd.trim import (METHODS, attributions_from_gradients, input_gradients, is_
                       trim_attributions)
 from awd.wavelet import filter_bank_metrics
 
-__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "distill_path", "distill_grid",
-           "evaluate_terms", "save_results", "load_results"]
+__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "distill_path", "distill_grid", "distill_jobs",
+           "distill_job", "evaluate_terms", "save_results", "load_results"]
 
 log = logging.getLogger(__name__)
 
 FAST_PATH_MODES = ("auto", "always", "never")
+ENGINES = ("plain", "batched")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FORMAT = "awd-distill-results"
 
@@ -58,7 +59,11 @@ class DistillConfig:
     back-propagation. ``normalization``: "reference" (the reference's scaling, so its grids
     carry over) or "mean" (per element). ``max_train``: optional cap on the training samples
     (a seeded subset). ``max_filter_norm``: training stops as diverged when ||h|| exceeds it.
-    ``progress``: tqdm bars; None shows them only on a terminal.
+    ``progress``: tqdm bars; None shows them only on a terminal. ``seeds``: the
+    distillation seeds of the protocol (every seed runs the whole grid; empty: ``seed`` alone).
+    ``engine``: "plain" runs each (lambda, seed) path on its own (:func:`distill_path`);
+    "batched" runs all lambdas of a seed in one exact batched computation
+    (:mod:`awd.batched`, short 1D signals only; same filters to float rounding).
     """
 
     wave: str = "db5"
@@ -80,6 +85,13 @@ class DistillConfig:
     max_train: int | None = None
     max_filter_norm: float = 10.0
     progress: bool | None = None
+    seeds: tuple[int, ...] = ()
+    engine: str = "plain"
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds every grid point is distilled with (``seeds``, or ``(seed,)``)."""
+        return self.seeds or (self.seed,)
 
     @classmethod
     def from_dict(cls, d: dict | None, source: str | Path | None = None) -> "DistillConfig":
@@ -100,7 +112,7 @@ class DistillConfig:
             return InputError(source, f"distill.{key}: {problem}")
 
         for key, allowed in (("fast_path", FAST_PATH_MODES), ("attribution", METHODS),
-                             ("normalization", NORMALIZATIONS), ("dtype", tuple(DTYPES))):
+                             ("normalization", NORMALIZATIONS), ("dtype", tuple(DTYPES)), ("engine", ENGINES)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"{getattr(self, key)!r} is not one of {list(allowed)}")
         for key in ("J", "epochs", "batch_size", "ig_steps"):
@@ -119,6 +131,8 @@ class DistillConfig:
                 raise bad(key, f"values must be finite and >= 0, got {list(vals)}")
             if len(set(vals)) != len(vals):
                 raise bad(key, f"values must be distinct, got {list(vals)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise bad("seeds", f"values must be distinct, got {list(self.seeds)}")
         try:
             wavelet = pywt.Wavelet(self.wave)
         except ValueError as err:
@@ -134,13 +148,13 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["lambdas"], d["gammas"] = list(self.lambdas), list(self.gammas)
+        d["lambdas"], d["gammas"], d["seeds"] = list(self.lambdas), list(self.gammas), list(self.seeds)
         return d
 
 
 _INT_KEYS = {"J", "epochs", "batch_size", "seed", "target", "ig_steps", "max_train"}
 _FLOAT_KEYS = {"lr", "max_filter_norm"}
-_STR_KEYS = {"wave", "mode", "fast_path", "attribution", "normalization", "device", "dtype"}
+_STR_KEYS = {"wave", "mode", "fast_path", "attribution", "normalization", "device", "dtype", "engine"}
 
 
 def _coerce(key: str, value: Any, source: str | Path | None) -> Any:
@@ -157,6 +171,13 @@ def _coerce(key: str, value: Any, source: str | Path | None) -> Any:
         if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
             raise bad("a list of numbers")
         return tuple(float(v) for v in value)
+    if key == "seeds":
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value):
+            raise bad("a list of integers")
+        return tuple(value)
     if key in _INT_KEYS:
         if key == "max_train" and value is None:
             return None
@@ -386,7 +407,7 @@ class _Checkpoint:
 
 def _fingerprint(cfg: DistillConfig, lam: float, gammas: Sequence[float], init_h: np.ndarray,
                  X_train: torch.Tensor, X_val: torch.Tensor) -> str:
-    semantic = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "lambdas", "gammas")}
+    semantic = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "lambdas", "gammas", "seeds", "engine")}
     return json.dumps({"config": semantic, "lam": lam, "gammas": list(gammas), "init": init_h.tolist(),
                        "data": _data_digest(X_train, X_val)}, sort_keys=True)
 
@@ -563,3 +584,35 @@ def load_results(path: str | Path) -> list[DistillResult]:
 
 def _bad_record(path: Path, record: Any) -> DistillResult:
     raise InputError(path, f"result record must be an object, got {type(record).__name__}")
+
+
+def distill_jobs(config: DistillConfig) -> list[list[tuple[int, int]]]:
+    """How the grid splits into independent jobs (the workflow runs one job each): a list of
+    jobs, each a list of (lambda index, seed) paths. Engine "plain": one path per job, seeds
+    outer, lambdas inner (with one seed, job i is lambda i). Engine "batched": one job per seed
+    holding all its lambdas."""
+    if config.engine == "batched":
+        return [[(i, seed) for i in range(len(config.lambdas))] for seed in config.seed_list]
+    return [[(i, seed)] for seed in config.seed_list for i in range(len(config.lambdas))]
+
+
+def distill_job(teacher: nn.Module, X_train, X_val, *, config: DistillConfig, job: int,
+                init: str | np.ndarray | None = None, checkpoint: str | Path | None = None,
+                callback: Callable[[dict], None] | None = None) -> list[DistillResult]:
+    """Run job ``job`` of :func:`distill_jobs`; results ordered by path (seed, lambda), then gamma.
+    One checkpoint file per job (a rerun resumes bit-identically)."""
+    jobs = distill_jobs(config)
+    if not 0 <= job < len(jobs):
+        raise InputError(None, f"distill: job {job} out of range (the config gives {len(jobs)} jobs)")
+    paths = jobs[job]
+    if config.engine == "batched":
+        from awd.batched import distill_paths
+
+        per_path = distill_paths(teacher, X_train, X_val, paths=[(config.lambdas[i], s) for i, s in paths],
+                                 gammas=config.gammas, config=config, init=init, checkpoint=checkpoint,
+                                 callback=callback)
+        return [r for path in per_path for r in path]
+    ((index, seed),) = paths
+    cfg = config if seed == config.seed else DistillConfig.from_dict({**config.to_dict(), "seed": seed})
+    return distill_path(teacher, X_train, X_val, lam=config.lambdas[index], gammas=config.gammas, config=cfg,
+                        init=init, checkpoint=checkpoint, callback=callback)

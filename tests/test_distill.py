@@ -306,3 +306,101 @@ def test_load_results_rejects_bad_files(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(InputError, match=message):
         load_results(path)
+
+
+# ------------------------------------------------------------------ batched exact engine, seeds
+def _lstm_teacher(seed: int = 1) -> nn.Module:
+    from domains.cme.lstm import build_lstm
+    return build_lstm(hidden_size=6, seed=seed).eval()
+
+
+def _seq_data(n_train=70, n_val=20, n=16):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n_train, n)), rng.standard_normal((n_val, n))
+
+
+def _batched_cfg(**kw) -> DistillConfig:
+    return _cfg(**{"J": 2, "lambdas": [0.01, 0.1], "gammas": [0.0, 0.05, 0.3], "lr": 5e-3, "epochs": 2,
+                   "fast_path": "never", "target": 0, "seeds": [1, 7], **kw})
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_batched_engine_gives_the_plain_exact_filters(dtype, tol):
+    """All (lambda, seed) paths in one batched computation == each path run alone with exact
+    double back-propagation through the LSTM; the fast path (no curvature term) does not."""
+    from awd.batched import distill_paths
+    teacher, (X, Xv) = _lstm_teacher(), _seq_data(n_train=48)
+    cfg = _batched_cfg(dtype=dtype)
+    paths = [(0.01, 1), (0.1, 1), (0.1, 7)]
+    batched = distill_paths(teacher, X, Xv, paths=paths, gammas=cfg.gammas, config=cfg)
+    worst_fast = 0.0
+    for (lam, seed), got in zip(paths, batched):
+        one = DistillConfig.from_dict({**cfg.to_dict(), "seed": seed})
+        plain = distill_path(teacher, X, Xv, lam=lam, gammas=cfg.gammas, config=one)
+        assert [r.gamma for r in got] == list(cfg.gammas) and all(r.seed == seed and r.lam == lam for r in got)
+        for a, b in zip(plain, got):
+            assert np.abs(a.h - b.h).max() <= tol
+            assert math.isclose(a.losses["interpretation"], b.losses["interpretation"], rel_tol=1e-5, abs_tol=tol)
+            np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+        assert np.abs(got[-1].h - got[-1].init_h).max() > 1e-4  # the filters did move
+        if dtype == "float64":
+            fast = distill_path(teacher, X, Xv, lam=lam, gammas=cfg.gammas,
+                                config=DistillConfig.from_dict({**one.to_dict(), "fast_path": "always"}))
+            worst_fast = max(worst_fast, max(np.abs(a.h - f.h).max() for a, f in zip(plain, fast)))
+    if dtype == "float64":
+        assert worst_fast > 1e-7  # the curvature term matters at this tolerance
+
+
+def test_teacher_curvature_equals_autograd_hessian():
+    from awd.batched import teacher_curvature
+    teacher = _lstm_teacher().double()
+    X = torch.as_tensor(_seq_data()[0][:5])
+    grads, hess = teacher_curvature(teacher, X, target=0, batch_size=3)
+    for x, g, H in zip(X, grads, hess):
+        f = lambda v: teacher(v[None])[0, 0]  # noqa: E731
+        torch.testing.assert_close(H, torch.autograd.functional.hessian(f, x), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, torch.autograd.functional.jacobian(f, x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("stop_at", [1, 3])
+def test_batched_resume_is_bit_identical(tmp_path, stop_at):
+    from awd.batched import distill_paths
+    teacher, (X, Xv) = _lstm_teacher(), _seq_data()
+    cfg = _batched_cfg(dtype="float32")
+    paths = [(lam, s) for s in cfg.seeds for lam in cfg.lambdas]
+    full = distill_paths(teacher, X, Xv, paths=paths, gammas=cfg.gammas, config=cfg)
+    seen = []
+
+    def stop(info):
+        seen.append(info)
+        if len(seen) == stop_at * len(paths):
+            raise KeyboardInterrupt
+    ckpt = tmp_path / "group.pt"
+    with pytest.raises(KeyboardInterrupt):
+        distill_paths(teacher, X, Xv, paths=paths, gammas=cfg.gammas, config=cfg, checkpoint=ckpt, callback=stop)
+    resumed = distill_paths(teacher, X, Xv, paths=paths, gammas=cfg.gammas, config=cfg, checkpoint=ckpt)
+    for a, b in zip(full, resumed):
+        assert _h_bytes(a) == _h_bytes(b) and [r.train_loss for r in a] == [r.train_loss for r in b]
+
+
+def test_jobs_split_the_grid_by_engine():
+    from awd.distill import distill_jobs
+    assert distill_jobs(_cfg(lambdas=[0.1, 0.2], seeds=[])) == [[(0, 3)], [(1, 3)]]  # seed 3: as before
+    assert distill_jobs(_cfg(lambdas=[0.1, 0.2], seeds=[1, 10])) == [[(0, 1)], [(1, 1)], [(0, 10)], [(1, 10)]]
+    assert distill_jobs(_cfg(lambdas=[0.1, 0.2], seeds=[1, 10], engine="batched")) == [[(0, 1), (1, 1)],
+                                                                                       [(0, 10), (1, 10)]]
+
+
+def test_batched_engine_rejects_what_it_cannot_do():
+    from awd.batched import distill_paths
+    teacher, (X, Xv) = _lstm_teacher(), _seq_data()
+    cfg = _batched_cfg(attribution="integrated_gradients")
+    with pytest.raises(InputError, match="attribution"):
+        distill_paths(teacher, X, Xv, paths=[(0.1, 1)], gammas=[0.1], config=cfg)
+    with pytest.raises(InputError, match="engine: plain"):
+        distill_paths(teacher, X.reshape(70, 4, 4), Xv.reshape(20, 4, 4), paths=[(0.1, 1)], gammas=[0.1],
+                      config=_batched_cfg())
+    with pytest.raises(InputError, match="distill.seeds: values must be distinct"):
+        _cfg(seeds=[1, 1])
+    with pytest.raises(InputError, match="distill.engine"):
+        _cfg(engine="fast")
