@@ -153,9 +153,9 @@ def _release(X: np.ndarray) -> None:
     the page cache when touched again); a no-op for in-memory arrays."""
     import mmap
 
-    m = getattr(X, "_mmap", None)
-    if m is not None and hasattr(m, "madvise"):
-        m.madvise(mmap.MADV_DONTNEED)
+    m, advice = getattr(X, "_mmap", None), getattr(mmap, "MADV_DONTNEED", None)
+    if m is not None and advice is not None and hasattr(m, "madvise"):
+        m.madvise(advice)
 
 
 class Domain:
