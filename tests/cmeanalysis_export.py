@@ -197,6 +197,7 @@ def processed_tracks(rng: np.random.Generator, *, n_tracks: int, n_frames: int, 
             gap_status = np.array([[status]])
             gap_idx = [np.arange(g + 1, g + (3 if two else 2), dtype=float)[None]]
             fit["A"][:, gap] *= 0.6  # re-fitted at the interpolated position
+            fit["pval_Ar"] = _pvalue(fit["A"], fit["A_pstd"], fit["sigma_r"], fit["SE_sigma_r"])
         n_seg = 2 if kind == "compound" else 1
         if n_seg == 2:  # a split: second segment from the middle, separated by a NaN column
             cut = L // 2

@@ -647,3 +647,60 @@ def test_broken_mat_files_name_the_file(tmp_path, version):
     WRITERS[version](path, {"lifetime_s": np.ones((3, 1))})
     _expect("ProcessedTracks.mat", lambda: cio.read_lifetime_data(path), "missing variables")
     _expect("nothere.mat", lambda: cio.read_lifetime_data(tmp_path / "nothere.mat"), "not found")
+
+
+# ----------------------------------------------------------------------------- exports as labs publish them
+
+
+def test_export_fixture_lifetime_data_and_processed_tracks_agree(tmp_path):
+    """The two cmeAnalysis outputs of the same tracks (MATLAB v7.3 layout, real field
+    conventions: buffers without 'f', empty fields, NaN-padded matrices) give the same
+    per-frame amplitudes and p-values for the category-1 tracks; the trees need no movies."""
+    from cmeanalysis_export import write_cmeanalysis_export
+
+    cells = write_cmeanalysis_export(tmp_path, n_cells=2, n_tracks=40, n_frames=90, seed=7,
+                                     files=("lifetimeData", "ProcessedTracks"))
+    with open(cells[0] / "TagRFP/Tracking/ProcessedTracks.mat", "rb") as fh:
+        assert fh.read(19) == b"MATLAB 7.3 MAT-file"
+    table, source = cio.scan_output_tree(tmp_path)
+    assert source == "ProcessedTracks" and list(table["cell"]) == ["Cell1_1s", "Cell2_1s"]
+    pt = cio.read_cmeanalysis_tree(tmp_path)
+    lt = cio.read_cmeanalysis_tree(tmp_path, source="lifetimeData")
+    assert len(pt.tracks) == len(lt.tracks) == 80
+    for col in ("track_id", "start_frame", "end_frame", "n_frames", "lifetime_s", "catIdx"):
+        np.testing.assert_array_equal(pt.tracks[col].to_numpy(), lt.tracks[col].to_numpy(), err_msg=col)
+    # real buffers (t but no f) are placed before start / after end
+    buffers = pt.detections[pt.detections["part"] != "track"]
+    cat1 = pt.tracks[pt.tracks["catIdx"] == 1]
+    assert len(buffers) == 10 * int((pt.tracks["visibility"] == 1).sum()) and len(cat1) > 20
+    one = pt.detections[(pt.detections["cell"] == "Cell1_1s") & (pt.detections["track_id"] == cat1["track_id"].iloc[0])]
+    start, end = cat1["start_frame"].iloc[0], cat1["end_frame"].iloc[0]
+    assert list(one["frame"]) == list(range(start - 5, end + 6))
+    np.testing.assert_array_equal(one["t_s"], one["frame"] * 1.0)
+    # category-1 frames: lifetimeData (p-values recomputed) = ProcessedTracks (p-values stored)
+    keys = ["cell", "track_id", "part", "frame"]
+    pt_cat1 = pt.detections.merge(pt.tracks.loc[pt.tracks["catIdx"] == 1, ["cell", "track_id"]],
+                                  on=["cell", "track_id"])
+    both = lt.detections.merge(pt_cat1, on=keys, suffixes=("_lt", "_pt"), validate="one_to_one")
+    assert len(both) == len(lt.detections) == len(pt_cat1)
+    for ch in ("clathrin", "auxilin"):
+        np.testing.assert_array_equal(both[f"A_{ch}_lt"], both[f"A_{ch}_pt"])
+        core = both["part"] == "track"
+        np.testing.assert_allclose(both.loc[core, f"pval_Ar_{ch}_lt"], both.loc[core, f"pval_Ar_{ch}_pt"], rtol=1e-9)
+    assert "x" in pt.detections and "x" not in lt.detections
+    np.testing.assert_array_equal(both["gap_lt"], both["gap_pt"])
+
+
+def test_output_tree_without_movies_or_slave_folder_and_missing_outputs(tmp_path):
+    from cmeanalysis_export import write_cmeanalysis_export
+
+    cells = write_cmeanalysis_export(tmp_path / "a", n_cells=3, n_tracks=10, n_frames=60)
+    table, source = cio.scan_output_tree(tmp_path / "a")
+    assert source == "lifetimeData" and not table["missing"].any()
+    (cells[1] / "TagRFP/Analysis/lifetimeData.mat").unlink()
+    _expect("Cell2_1s", lambda: cio.read_cmeanalysis_tree(tmp_path / "a"),
+            r"output missing for the cells \['Cell2_1s'\]")
+    _expect("", lambda: cio.read_cmeanalysis_tree(tmp_path / "a", source="ProcessedTracks"),
+            r"missing for the cells \['Cell1_1s', 'Cell2_1s', 'Cell3_1s'\]")
+    _expect("a", lambda: cio.scan_output_tree(tmp_path / "a", master="mCherry"), "no cell folders with a 'mCherry'")
+    _expect("a", lambda: cio.scan_output_tree(tmp_path / "a", condition="GAK"), "conditions: \\['A7D2'\\]")
