@@ -145,6 +145,8 @@ def _mapped_member(path: str | Path, name: str) -> np.memmap | None:
         if local[:4] != b"PK\x03\x04":
             return None
         start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+    if start + header + int(np.prod(shape)) * dtype.itemsize > Path(path).stat().st_size:
+        return None  # truncated: the normal reader reports it
     return np.memmap(path, dtype=dtype, mode="c", offset=start + header, shape=shape)
 
 
