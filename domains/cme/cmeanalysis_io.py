@@ -88,6 +88,11 @@ def _is_ref_dataset(obj: Any) -> bool:
 
 def _from_h5(obj: h5py.HLObject, file: h5py.File) -> Any:
     """A MAT v7.3 group/dataset as plain Python (see :func:`load_mat`)."""
+    if isinstance(obj, h5py.Dataset) and obj.dtype == np.float64:
+        # MATLAB doubles (most of a ProcessedTracks.mat): no attribute changes their meaning
+        # (empty arrays are stored as uint64 shapes), so skip the slow attribute reads
+        data = np.asarray(obj[()]).T
+        return data.reshape(1, -1) if data.ndim < 2 else data
     cls = _h5_class(obj)
     empty = bool(obj.attrs.get("MATLAB_empty", 0)) or cls == "canonical empty"
     if isinstance(obj, h5py.Group):
