@@ -3,7 +3,9 @@
 Reads ``<cell>/<master>/Tracking/ProcessedTracks.mat`` (the ``tracks`` struct array written
 by ``runTrackProcessing.m``) and ``<cell>/<master>/Analysis/lifetimeData.mat`` (the compact
 category-1 amplitude matrices written by ``getLifetimeData.m``), in MAT v5 (scipy) or
-MAT v7.3 / HDF5 (h5py) format, into two tables:
+MAT v7.3 / HDF5 (h5py) format, into two tables. Only the MAT files are needed: no movies and
+no slave-channel folder (cmeAnalysis stores every channel along the arrays' channel axis,
+master first), as in the exports labs publish.
 
 * ``tracks``: one row per track (``track_id`` = the 1-based MATLAB index of the track in
   the file), with start/end frames, lifetime, cmeAnalysis category ``catIdx`` (1-8),
@@ -558,6 +560,10 @@ def scan_output_tree(root: str | Path, *, master: str = MASTER, source: str = "a
     for cond in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if condition is not None and cond.name != condition:
             continue
+        skipped = [p.name for p in cond.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and not (p / master).is_dir()]
+        if skipped:
+            log.warning("%s: left out %s (no '%s' subfolder, cme.data.master)", cond, sorted(skipped), master)
         for cell in sorted((p for p in cond.iterdir() if (p / master).is_dir()),
                            key=lambda p: [(0, int(t)) if t.isdigit() else (1, t)
                                           for t in re.split(r"(\d+)", p.name) if t]):

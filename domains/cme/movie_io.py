@@ -161,7 +161,9 @@ def _scan_cells(root: Path, master: str, slave: str) -> pd.DataFrame:
                     found = [p.name for p in _visible_children(cell) if p.is_dir()]
                     raise InputError(cell, f"cell folder has neither channel folder "
                                      f"'{master}' nor '{slave}' (subfolders: {found}); set the "
-                                     f"master/slave channel folder names")
+                                     f"master/slave channel folder names (cme.data.master, cme.data.slave)")
+                log.warning("%s: left out, holds neither channel folder '%s' nor '%s' (not a cell folder)",
+                            cell, master, slave)
                 continue
             missing = [ch for ch, ok in has.items() if not ok]
             if missing:
@@ -181,7 +183,9 @@ def _channel_source(channel_dir: Path) -> Path:
     """The single TIFF of a channel folder, or the folder itself for a frame sequence."""
     files = _tiff_files(channel_dir)
     if not files:
-        raise InputError(channel_dir, "channel folder holds no .tif/.tiff file")
+        other = [p.name for p in _visible_children(channel_dir) if p.is_file()][:5]
+        raise InputError(channel_dir, "channel folder holds no .tif/.tiff file" + (
+            f" (found {other}; export the movie as multi-page TIFF or OME-TIFF)" if other else ""))
     return files[0] if len(files) == 1 else channel_dir
 
 
