@@ -95,17 +95,27 @@ class CosmologyDomain(Domain):
                          nan_policy=data["nan_policy"], pixel_arcmin=data["pixel_arcmin"])
         split = split_maps(maps, data["split"], seed=data["split_seed"])
         _check_split(raw_dir, split, maps.cosmology)
+        _check_pixel_scale(maps.pixel_arcmin, maps.native_pixel_arcmin, int(maps.maps.shape[-1]) * maps.rebin)
+        per_cosmology = np.bincount(maps.cosmology)
         table = pd.DataFrame({"file": [str(Path(f).relative_to(raw_dir)) if Path(f).is_relative_to(raw_dir) else f
                                        for f in maps.files],
                               "cosmology": maps.cosmology, "realisation": maps.realisation, "split": split,
-                              **{name: maps.params[:, j] for j, name in enumerate(TARGET_NAMES)}})
+                              **{name: maps.params[:, j] for j, name in enumerate(TARGET_NAMES)},
+                              "cosmology_maps": per_cosmology[maps.cosmology],
+                              "nan_pixels": maps.nonfinite,
+                              "nan_patch": np.where(maps.nonfinite > 0, maps.nan_policy, "")})
         with atomic_path(Path(out_dir) / "maps.csv") as tmp:
             table.to_csv(tmp, index=False)
         ids, first = np.unique(maps.cosmology, return_index=True)
         meta = {"source": data["source"], "redshift": maps.redshift, "pixel_arcmin": maps.pixel_arcmin,
+                "native_pixel_arcmin": maps.native_pixel_arcmin, "rebin": maps.rebin,
                 "map_size": int(maps.maps.shape[-1]), "n_cosmologies": int(len(ids)),
-                "cosmologies": [dict(zip(["id", *TARGET_NAMES], [int(i), *map(float, maps.params[f])]))
+                "cosmologies": [dict(zip(["id", *TARGET_NAMES, "maps", "folder"],
+                                         [int(i), *map(float, maps.params[f]), int(per_cosmology[i]),
+                                          maps.folders[int(i)]]))
                                 for i, f in zip(ids, first)],
+                "nan_patched_files": int(np.count_nonzero(maps.nonfinite)),
+                "not_read": [f"{entry}: {reason}" for entry, reason in maps.skipped],
                 "units": {"X": "convergence kappa", "a_s": "10^9 A_s", "m_nu": "eV"}}
         return Dataset(X=maps.maps, y=maps.params, target_names=list(TARGET_NAMES), split=split,
                        group=maps.cosmology, extra={"realisation": maps.realisation.astype(np.int64)}, meta=meta)
@@ -128,6 +138,21 @@ class CosmologyDomain(Domain):
         return draw_all(cfg, Path(results_dir), Path(fig_dir))
 
 
+def _check_pixel_scale(working: float, native: float, npix_file: int) -> None:
+    """Warn when the working pixel scale is not the 0.82 arcmin the heads' histogram bins are made for."""
+    from domains.cosmology.fits_io import AWD_PIXEL_ARCMIN
+
+    if math.isclose(working, AWD_PIXEL_ARCMIN, rel_tol=0.02):
+        return
+    size = npix_file * native / AWD_PIXEL_ARCMIN
+    hint = (f"cosmology.data.target_size: {round(size)} gives {AWD_PIXEL_ARCMIN:.2f} arcmin"
+            if abs(size - round(size)) < 1e-6 and npix_file % round(size) == 0
+            else "no block size of these files gives it")
+    log.warning("working pixel scale %.3f arcmin differs from the %.2f arcmin of AWD's maps, for which the heads' "
+                "histogram bins (cosmology.heads) are made: peak values shift with the pixel scale, so the bins "
+                "and the paper's numbers do not carry over (%s)", working, AWD_PIXEL_ARCMIN, hint)
+
+
 def _check_split(raw_dir: Path, split: np.ndarray, cosmology: np.ndarray) -> None:
     """Every split non-empty, every cosmology with >= 2 training maps (chi^2 covariances)."""
     for name in ("train", "val", "test"):
@@ -135,7 +160,8 @@ def _check_split(raw_dir: Path, split: np.ndarray, cosmology: np.ndarray) -> Non
             raise InputError(raw_dir, f"the '{name}' split is empty; use more maps or change cosmology.data.split")
     counts = np.bincount(cosmology[split == "train"], minlength=cosmology.max() + 1)
     if np.any(counts[np.unique(cosmology)] < 2):
-        raise InputError(raw_dir, "every cosmology needs at least 2 training maps for the peak-count heads")
+        raise InputError(raw_dir, "every cosmology needs at least 2 training maps for the peak-count heads; "
+                                  "change cosmology.data.split or cosmology.data.max_per_cosmology")
 
 
 def _field(record: Any, name: str) -> Any:
