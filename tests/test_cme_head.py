@@ -222,3 +222,50 @@ def test_distiller_auto_uses_exact_path_for_the_lstm():
     for res in results.values():
         assert np.abs(res.h - DB5).max() > 1e-4
     assert np.abs(results["auto"].h - results["always"].h).max() < 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
+def test_selection_and_scores_per_distillation_seed(tmp_path):
+    """Several seeds: each seed selects its own best-CV wavelet; the table keeps the first
+    seed's row and adds the mean and sample sd over seeds; one seed: no seed columns."""
+    import pandas as pd
+
+    from awd.domain import Dataset
+    from domains.cme.head import METHODS, evaluate_heads
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 40)).astype(np.float32)
+    sym5, coif2 = np.array(pywt.Wavelet("sym5").rec_lo), np.array(pywt.Wavelet("coif2").rec_lo)
+    y = (MaxCoefficients(h=sym5).fit_transform(X) @ rng.normal(size=30) + rng.normal(size=300)).astype(np.float32)
+    split = np.array(["train"] * 180 + ["val"] * 20 + ["test"] * 100)
+    ds = Dataset(X=X, y=y[:, None], target_names=["auxilin"], split=split,
+                 group=np.repeat([1, 2, 3], 100))
+    cfg = {"heads": {"m": 6, "cv_folds": 5}, "distill": {"J": 4, "mode": "zero"},
+           "bootstrap": {"n": 50, "seed": 0}, "teacher": {"batch_size": 100}}
+    rec = lambda h, gamma, seed: {"h": h, "lam": 0.001, "gamma": gamma, "J": 4, "mode": "zero",  # noqa: E731
+                                  "seed": seed}
+    grid = [rec(DB5 + 0.01, 0.0, 1), rec(sym5, 0.05, 1), rec(coif2, 0.0, 10), rec(DB5 - 0.01, 0.05, 10)]
+    teacher = build_lstm(seed=0).eval()
+    evaluate_heads(cfg, ds, grid, teacher, tmp_path / "two", "auxilin")
+    fit, test = split != "test", split == "test"
+    y = y.astype(np.float64)
+    expect = {}
+    for seed, cands in ((1, grid[:2]), (10, grid[2:])):
+        cv = [cv_r2(c["h"], X[fit].astype(float), y[fit])[0] for c in cands]
+        best = cands[select_best(cv)]
+        expect[seed] = fit_and_score(best["h"], X[fit], y[fit], X[test], y[test], n_boot=10).r2
+    assert expect[1] > expect[10] + 0.1  # seed 1 has the signal's wavelet
+    seeds = pd.read_csv(tmp_path / "two/heads/seeds.csv")
+    assert len(seeds) == 2 * len(METHODS)
+    got = seeds[seeds["method"] == "AWD"].set_index("seed")["r2"]
+    assert got[1] == pytest.approx(expect[1], abs=1e-9) and got[10] == pytest.approx(expect[10], abs=1e-9)
+    table = pd.read_csv(tmp_path / "two/table.csv").set_index("method")
+    assert table.loc["AWD", "r2"] == pytest.approx(expect[1], abs=1e-9)  # first seed's run
+    assert table.loc["AWD", "r2_seed_mean"] == pytest.approx((expect[1] + expect[10]) / 2, abs=1e-9)
+    assert table.loc["AWD", "r2_seed_sd"] == pytest.approx(abs(expect[1] - expect[10]) / np.sqrt(2), abs=1e-9)
+    assert table.loc["LSTM", "r2_seed_sd"] == 0 and table.loc["DB5", "r2_seed_sd"] == 0
+    assert (table["n_seeds"] == 2).all()
+    evaluate_heads(cfg, ds, grid[:2], teacher, tmp_path / "one", "auxilin")
+    one = pd.read_csv(tmp_path / "one/table.csv")
+    assert list(one.columns) == ["method", "r2", "r2_se", "cv_r2", "cv_r2_sd", "lam", "gamma", "n_train", "n_test"]
+    assert one.set_index("method").loc["AWD", "r2"] == pytest.approx(expect[1], abs=1e-9)

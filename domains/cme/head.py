@@ -193,8 +193,13 @@ def single_coefficient_reconstructions(x: np.ndarray, head: Pipeline, n_top: int
 HEADS_DIR = "heads"
 
 
-def _record(rec: Any, key: str) -> Any:
+_MISSING = object()
+
+
+def _record(rec: Any, key: str, default: Any = _MISSING) -> Any:
     """A field of a grid record (an ``awd.distill.DistillResult`` or a plain dict)."""
+    if default is not _MISSING:
+        return rec.get(key, default) if isinstance(rec, dict) else getattr(rec, key, default)
     return rec[key] if isinstance(rec, dict) else getattr(rec, key)
 
 
@@ -224,8 +229,11 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
     unshuffled-KFold CV R^2 on the training-cell traces (splits train + val, dataset order),
     then refitted on all of them and scored on the test cells. AWD = the best CV score over
     the whole grid; "AWD without interpretation loss" = the best over the gamma = 0 points; the
-    LSTM row scores the teacher's own predictions. Writes ``table.csv``, ``wavelet.json``
-    (selected AWD wavelet) and ``heads/{selection.csv, predictions.csv, heads.json}``.
+    LSTM row scores the teacher's own predictions. With several distillation seeds (the
+    records' ``seed``) the selection is made per seed; the table's rows are the first seed's and
+    gain ``r2_seed_mean``, ``r2_seed_sd`` (sample sd) and ``n_seeds`` over all seeds. Writes
+    ``table.csv``, ``wavelet.json`` (selected AWD wavelet, first seed) and
+    ``heads/{selection.csv, predictions.csv, heads.json, seeds.csv, seed_wavelets.json}``.
     """
     from awd.io import write_json
     from awd.teacher import predict
@@ -248,7 +256,8 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
               "lam": np.nan, "gamma": np.nan, "J": int(dc["J"]), "mode": str(dc["mode"])}]
     cands += [{"name": "awd", "grid_index": i, "h": np.asarray(_record(r, "h"), np.float64),
                "lam": float(_record(r, "lam")), "gamma": float(_record(r, "gamma")),
-               "J": int(_record(r, "J")), "mode": str(_record(r, "mode"))} for i, r in enumerate(grid)]
+               "J": int(_record(r, "J")), "mode": str(_record(r, "mode")), "seed": int(_record(r, "seed", 0))}
+              for i, r in enumerate(grid)]
     heads = []
     for c in cands:
         c["cv_r2"], c["cv_r2_sd"] = cv_r2(c["h"], X_fit, y_fit, J=c["J"], mode=c["mode"], m=m, folds=folds)
@@ -256,10 +265,9 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
         c["pred"] = pipe.predict(X_test)
         c["test_r2"] = r2(y_test, c["pred"])
         heads.append(pipe)
-    awd = [c for c in cands if c["grid_index"] >= 0]
-    best = awd[select_best([c["cv_r2"] for c in awd])]
-    plain = [c for c in awd if c["gamma"] == 0]
-    best_plain = plain[select_best([c["cv_r2"] for c in plain])] if plain else None
+    seeds = list(dict.fromkeys(c["seed"] for c in cands[1:]))
+    chosen = {s: _select(cands, s) for s in seeds}  # per distillation seed, as the reference
+    best, best_plain = chosen[seeds[0]]
     if best_plain is None:
         log.warning("heads: no gamma = 0 wavelet in the grid; the 'AWD without interpretation loss' row is NaN")
 
@@ -276,9 +284,21 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
                      "n_train": int(fit_rows.sum()), "n_test": int(test_rows.sum())})
     table = pd.DataFrame(rows)
     heads_dir = Path(out_dir) / HEADS_DIR
+    per_seed = _seed_rows(chosen, cands[0], lstm_pred, y_test, n_boot, seed)
+    if len(seeds) > 1:  # one seed: the table is the single run's, unchanged
+        stats = per_seed.groupby("method", sort=False)["r2"].agg(["mean", "std", "count"])
+        table["r2_seed_mean"] = table["method"].map(stats["mean"])
+        table["r2_seed_sd"] = table["method"].map(stats["std"])
+        table["n_seeds"] = table["method"].map(stats["count"]).astype(int)
     _write_csv(Path(out_dir) / "table.csv", table)
+    _write_csv(heads_dir / "seeds.csv", per_seed)
+    write_json(heads_dir / "seed_wavelets.json",
+               {str(s): {"h": b["h"].tolist(), "lam": b["lam"], "gamma": b["gamma"], "cv_r2": _finite(b["cv_r2"])}
+                for s, (b, _) in chosen.items()})
     selection = pd.DataFrame([{k: c[k] for k in ("name", "grid_index", "lam", "gamma", "J", "mode", "cv_r2",
                                                  "cv_r2_sd", "test_r2")} for c in cands])
+    if len(seeds) > 1:
+        selection.insert(2, "seed", [np.nan] + [c["seed"] for c in cands[1:]])
     selection["selected"] = selection["grid_index"] == best["grid_index"]
     selection["selected_gamma0"] = selection["grid_index"] == (-2 if best_plain is None else best_plain["grid_index"])
     _write_csv(heads_dir / "selection.csv", selection)
@@ -302,6 +322,36 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
     summary["selected"] = {"lam": best["lam"], "gamma": best["gamma"], "cv_r2": best["cv_r2"]}
     log.info("cme heads: %s", summary)
     return summary
+
+
+def _select(cands: list[dict], seed: int) -> tuple[dict, dict | None]:
+    """The best-CV wavelet of one distillation seed over its whole grid, and over its gamma = 0
+    points (None when it has none)."""
+    awd = [c for c in cands if c["grid_index"] >= 0 and c["seed"] == seed]
+    best = awd[select_best([c["cv_r2"] for c in awd])]
+    plain = [c for c in awd if c["gamma"] == 0]
+    return best, plain[select_best([c["cv_r2"] for c in plain])] if plain else None
+
+
+def _seed_rows(chosen: dict, db5: dict, lstm_pred: np.ndarray, y_test: np.ndarray, n_boot: int,
+               boot_seed: int) -> pd.DataFrame:
+    """Test R^2 (bootstrap SE) of every method per distillation seed (DB5 and the LSTM do not
+    depend on it: one teacher, one value)."""
+    fixed = {"DB5": score_predictions(y_test, db5["pred"], n_boot=n_boot, seed=boot_seed),
+             "LSTM": score_predictions(y_test, lstm_pred, n_boot=n_boot, seed=boot_seed)}
+    rows = []
+    for s, (best, best_plain) in chosen.items():
+        for method, c in zip(METHODS, (best, db5, best_plain, None)):
+            if method in fixed:
+                score, se = fixed[method]
+            elif c is None:
+                score, se = np.nan, np.nan
+            else:
+                score, se = score_predictions(y_test, c["pred"], n_boot=n_boot, seed=boot_seed)
+            rows.append({"seed": s, "method": method, "r2": score, "r2_se": se,
+                         "cv_r2": np.nan if c is None else c["cv_r2"],
+                         "lam": np.nan if c is None else c["lam"], "gamma": np.nan if c is None else c["gamma"]})
+    return pd.DataFrame(rows)
 
 
 def _finite(value: float) -> float | None:
