@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -332,3 +333,231 @@ def test_real_maps_ingest_with_bare_headers(name, pixel, std, mean, skewness, tm
     ms = load_maps(tmp_path, redshift=1.0, target_size=n // 2, pixel_arcmin=pixel)
     assert ms.pixel_arcmin == pytest.approx(2 * pixel)
     np.testing.assert_allclose(ms.maps[0], block_mean(x, 2), rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- AWD's own layout
+
+def _awd():
+    import awd_cosmology_export as awd_export
+
+    return awd_export
+
+
+@pytest.mark.parametrize("header", ["bare", "lenstools"])
+def test_awd_layout_reads_as_the_authors_loader(header, tmp_path):
+    ex = _awd()
+    written = ex.write_awd_tree(tmp_path, n_models=3, n_realisations=3, header=header)
+    rows = np.loadtxt(tmp_path / ex.PARAMETER_FILE)[:3]  # AWD: np.loadtxt(parameter_file)[:ncosmo]
+    for root in (tmp_path, tmp_path / "z1_256"):  # the data folder, or z1_256 with the file one up
+        ms = load_maps(root, redshift=1.0, target_size=256)
+        assert len(ms) == 9 and ms.maps.dtype == np.float32 and ms.maps.flags.c_contiguous
+        for i, path in enumerate(ms.files):
+            model, r = int(Path(path).parent.name[5:]), ms.realisation[i]
+            np.testing.assert_array_equal(ms.maps[i], written[(model, r)])  # big-endian round trip, exact
+            np.testing.assert_array_equal(ms.params[i], rows[model, 1:-1])  # AWD's params_[i, 1:-1]
+        assert sorted(set(ms.realisation.tolist())) == [0, 1, 2]
+        assert ms.pixel_arcmin == pytest.approx(3.5 * 60 / 256)  # 0.82', from ANGLE or the 3.5 deg default
+        prefix = "z1_256/" if root == tmp_path else ""
+        assert sorted(ms.folders.values()) == [f"{prefix}model00{m}" for m in range(3)]
+        assert ms.skipped == []
+    # rebinning to the default working size 128 averages 2x2 blocks of AWD's 256^2 maps
+    half = load_maps(tmp_path, redshift=1.0, target_size=128)
+    np.testing.assert_allclose(half.maps[0], block_mean(ms.maps[0].astype(np.float64), 2), rtol=1e-6)
+
+
+def test_parameter_file_variants_and_errors(tmp_path):
+    ex = _awd()
+    from domains.cosmology.fits_io import read_parameter_file
+
+    rows = ex.parameter_rows(4)
+    path = tmp_path / "p.txt"
+    np.testing.assert_array_equal(read_parameter_file(ex.write_parameter_file(path, rows)),
+                                  rows[:, 1:4])
+    # a header naming the columns in another order, commas, A_s as A_s
+    path.write_text("# sigma_8, As, Omegam, Mnu\n0.8, 2.1e-9, 0.3, 0.1\n0.7, 1.9e-9, 0.25, 0.0\n")
+    np.testing.assert_allclose(read_parameter_file(path), [[0.1, 0.3, 2.1], [0.0, 0.25, 1.9]])
+    path.write_text("0.1 0.3 2.1\n")
+    np.testing.assert_allclose(read_parameter_file(path), [[0.1, 0.3, 2.1]])
+    for text, problem in [("1 0.1 0.3 2.1\n", "4 columns and no header"), ("0 0.1 0.3\n0 0.1 0.3 2.1\n", "line 2"),
+                          ("0 0.1 x 2.1 0.8\n", "line 1 holds a value that is not a number"),
+                          ("# only a comment\n", "no parameter rows"), ("0 0.1 1.3 2.1 0.8\n", "implausible")]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=problem):
+            read_parameter_file(path)
+
+
+def test_awd_layout_errors_say_what_to_provide(tmp_path):
+    ex = _awd()
+    ex.write_awd_tree(tmp_path, n_models=2, n_realisations=2, npix=32, n_rows=2)
+    (tmp_path / ex.PARAMETER_FILE).unlink()
+    with pytest.raises(InputError, match="no cosmological_parameters.txt was found"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+    ex.write_parameter_file(tmp_path / ex.PARAMETER_FILE, ex.parameter_rows(2))
+    put(tmp_path, "z1_256/model002", "WLconv_z1.00_0000r.fits", random_map(1), maps="")
+    with pytest.raises(InputError, match=r"model002: has no row in cosmological_parameters.txt \(2 rows"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+    shutil.rmtree(tmp_path / "z1_256" / "model002")
+    put(tmp_path, "z1_512/model000", "WLconv_z1.00_0000r.fits", random_map(1, 64), maps="")
+    with pytest.raises(InputError, match="model### folders in several places.*cosmology.data.root"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+
+
+def test_awd_model_folder_beside_massivenus_folders_is_read_and_junk_is_listed(tmp_path, caplog):
+    ex = _awd()
+    small_tree(tmp_path, realisations=(1, 2, 3))
+    rows = ex.parameter_rows(8)
+    ex.write_parameter_file(tmp_path / ex.PARAMETER_FILE, rows)
+    for r in range(3):  # model007 in AWD's naming beside the MassiveNuS folders
+        put(tmp_path, "model007", f"WLconv_z1.00_{r:04d}r.fits", random_map(50 + r), maps="")
+    put(tmp_path, "model007", "WLconv_z1.50_0000r.fits", random_map(9), maps="")
+    put(tmp_path, FID_DIR, "WLconv_z1.50_0001r.fits", random_map(0), maps="Maps15")
+    (tmp_path / FID_DIR / "Maps10" / "notes.txt").write_text("x")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    with caplog.at_level("INFO", logger="domains.cosmology.fits_io"):
+        ms = load_maps(tmp_path, redshift=1.0, target_size=32)
+    assert len(ms) == 9 and len(np.unique(ms.cosmology)) == 3
+    in_model7 = np.asarray([Path(f).parent.name == "model007" for f in ms.files])
+    assert in_model7.sum() == 3
+    np.testing.assert_array_equal(ms.params[in_model7][0], rows[7, 1:4])
+    skipped = dict(ms.skipped)
+    assert set(skipped) == {f"{FID_DIR}/Maps15", f"{FID_DIR}/Maps10/notes.txt", "model007/WLconv_z1.50_0000r.fits",
+                            "plots", "README.md"}
+    assert "other source redshift" in skipped[f"{FID_DIR}/Maps15"]
+    warning = next(r.getMessage() for r in caplog.records if "entries not read" in r.getMessage())
+    assert all(entry in warning for entry in skipped)
+    counts = next(r.getMessage() for r in caplog.records if "maps per cosmology" in r.getMessage())
+    assert counts.count("3 maps") == 3 and "model007" in counts
+    # the same parameters in both layouts are refused
+    ex.write_parameter_file(tmp_path / ex.PARAMETER_FILE,
+                            np.vstack([rows[:7], [[7, 0.1, 0.3, 2.1, 0.8]]]))
+    with pytest.raises(InputError, match=r"gives the same parameters \(0.1, 0.3, 2.1\) as model007"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+
+
+def test_short_cosmologies_are_reported_in_the_log_and_the_maps_table(tmp_path, caplog):
+    from awd.config import validate
+    from awd.domain import get_domain
+
+    small_tree(tmp_path / "raw", realisations=(1, 2, 3, 4, 5, 6))
+    for r in (5, 6):
+        (tmp_path / "raw" / FID_DIR / "Maps10" / f"WLconv_z1.00_{r:04d}r.fits").unlink()
+    bad = random_map(3, 32)
+    bad[0, :3] = np.nan
+    (tmp_path / "raw" / FID_DIR / "Maps10" / "WLconv_z1.00_0003r.fits").unlink()
+    put(tmp_path / "raw", FID_DIR, "WLconv_z1.00_0003r.fits", bad)
+    dom = get_domain("cosmology", "domains.cosmology")
+    cfg = validate({"data": {"source": "files", "root": str(tmp_path / "raw"), "target_size": 32,
+                             "nan_policy": "mean", "split": [0.5, 0.25, 0.25], "split_seed": None}},
+                   dom.schema_path, where="cosmology")
+    with caplog.at_level("INFO"):
+        ds = dom.ingest(cfg, tmp_path / "raw", tmp_path / "data")
+    table = pd.read_csv(tmp_path / "data" / "maps.csv", keep_default_na=False)
+    fid = table["file"].str.startswith(FID_DIR)
+    assert table.loc[fid, "cosmology_maps"].tolist() == [4] * 4
+    assert table.loc[~fid, "cosmology_maps"].tolist() == [6] * 6
+    patched = table[table["nan_pixels"] > 0]
+    assert patched["file"].tolist() == [f"{FID_DIR}/Maps10/WLconv_z1.00_0003r.fits"]
+    assert patched["nan_pixels"].tolist() == [3] and patched["nan_patch"].tolist() == ["mean"]
+    assert set(table.loc[table["nan_pixels"] == 0, "nan_patch"]) == {""}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "fewer maps than the others (6)" in text and f"({FID_DIR}) 4 of 6" in text
+    assert "WLconv_z1.00_0003r.fits: 3 NaN/inf pixels set to the mean" in text
+    assert "cosmology.data.nan_policy='mean'" in text
+    # 32 px over 3.5 deg: 6.56' working scale, warned against the heads' 0.82'
+    assert "native 6.5625 arcmin" in text and "differs from the 0.82 arcmin" in text
+    assert ds.meta["cosmologies"][1]["maps"] == 4 and ds.meta["nan_patched_files"] == 1
+
+
+def test_every_nan_file_is_named_at_once_with_the_config_key(tmp_path):
+    small_tree(tmp_path, realisations=(1, 2, 3))
+    names = []
+    for folder, r in [(FID_DIR, 2), ("convergence_gal_mnv0.0_om0.25_As1.9", 1), (FID_DIR, 3)]:
+        data = random_map(r, 32)
+        data[5, 5] = np.nan
+        path = tmp_path / folder / "Maps10" / f"WLconv_z1.00_{r:04d}r.fits"
+        path.unlink()
+        names.append(str(put(tmp_path, folder, path.name, data)))
+    with pytest.raises(InputError) as err:
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+    message = str(err.value)
+    assert "3 map files cannot be used" in message and all(name in message for name in names)
+    assert message.count("set cosmology.data.nan_policy to 'zero' or 'mean'") == 3
+
+
+def test_pixel_scale_is_logged_and_off_scale_working_size_is_warned(tmp_path, caplog):
+    ex = _awd()
+    from domains.cosmology.domain import _check_pixel_scale
+
+    ex.write_awd_tree(tmp_path, n_models=2, n_realisations=2, npix=64, header="bare", n_rows=2)
+    with caplog.at_level("INFO"):
+        ms = load_maps(tmp_path, redshift=1.0, target_size=32, pixel_arcmin=0.41)
+        _check_pixel_scale(ms.pixel_arcmin, ms.native_pixel_arcmin, 64)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "native 0.4100 arcmin (64 px, cosmology.data.pixel_arcmin), working 0.8200 arcmin (32 px, 2x2" in text
+    assert "differs from" not in text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _check_pixel_scale(3.5 * 60 / 128, 3.5 * 60 / 512, 512)  # the 512^2 MassiveNuS maps at target_size 128
+    assert "1.641 arcmin differs from the 0.82 arcmin" in caplog.text and "target_size: 256 gives" in caplog.text
+
+
+# ----------------------------------------------------------------------------- FITS variants
+
+def test_fits_header_and_storage_variants(tmp_path):
+    base = random_map(3, 32, dtype=np.float64)
+    path = tmp_path / "m.fits"
+    # scaled 16-bit integers (BSCALE/BZERO): astropy applies the scaling
+    hdu = fits.PrimaryHDU(data=base.copy())
+    hdu.scale("int16", bscale=1e-5, bzero=0.0)
+    hdu.writeto(path)
+    got, _ = read_convergence_map(path, target_size=None)
+    np.testing.assert_allclose(got, base, atol=1e-5)
+    # integers without BSCALE are refused
+    fits.PrimaryHDU(data=(base * 1000).astype(np.int16)).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match=r"m.fits: integer pixels \(BITPIX=16\) without BSCALE"):
+        read_convergence_map(path, target_size=None)
+    # a cube with one plane (NAXIS3 = 1) is one map
+    fits.PrimaryHDU(data=base[None].astype(np.float32)).writeto(path, overwrite=True)
+    assert read_convergence_map(path, target_size=None)[0].shape == (32, 32)
+    # several images (kappa + mask) are ambiguous: listed
+    fits.HDUList([fits.PrimaryHDU(base), fits.ImageHDU(np.ones((32, 32)), name="MASK")]).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match=r"holds 2 images \(HDU 0 'PRIMARY' 32x32, HDU 1 'MASK' 32x32\)"):
+        read_convergence_map(path, target_size=None)
+    # the map in an image extension after an empty primary, and a tile-compressed image
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(base.astype(np.float32))]).writeto(path, overwrite=True)
+    np.testing.assert_array_equal(read_convergence_map(path, target_size=None)[0], base.astype(np.float32))
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(base.astype(np.float32), quantize_level=0.0,
+                                                       compression_type="GZIP_1")]).writeto(path, overwrite=True)
+    np.testing.assert_array_equal(read_convergence_map(path, target_size=None)[0], base.astype(np.float32))
+    # a linear TAN WCS gives the pixel scale; it must agree with ANGLE
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-3.5 / 32, 3.5 / 32]
+    wcs.wcs.crpix = [16.5, 16.5]
+    fits.PrimaryHDU(base, header=wcs.to_header()).writeto(path, overwrite=True)
+    assert read_convergence_map(path, target_size=16)[1]["pixel_arcmin"] == pytest.approx(2 * 3.5 * 60 / 32)
+    header = wcs.to_header()
+    header["ANGLE"] = 2.0
+    fits.PrimaryHDU(base, header=header).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match="ANGLE=2.0 deg gives 3.75 arcmin per pixel but the WCS steps give 6.562"):
+        read_convergence_map(path, target_size=None)
+    wcs.wcs.cdelt = [-3.5 / 32, 3.0 / 32]
+    fits.PrimaryHDU(base, header=wcs.to_header()).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match="expected square pixels"):
+        read_convergence_map(path, target_size=None)
+    # sizes that do not divide: the error names the key and the sizes that would
+    fits.PrimaryHDU(base[:30, :30]).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match=r"set cosmology.data.target_size to a divisor of 30 \(30\)"):
+        read_convergence_map(path, target_size=16)
+    fits.PrimaryHDU(base[:, :20]).writeto(path, overwrite=True)
+    with pytest.raises(InputError, match="32x20; expected a square map"):
+        read_convergence_map(path, target_size=None)
+
+
+def test_configured_pixel_scale_must_agree_with_the_headers(tmp_path):
+    put(tmp_path, FID_DIR, "WLconv_z1.00_0001r.fits", random_map(1, 32), LENSTOOLS)
+    assert load_maps(tmp_path, redshift=1.0, target_size=32, pixel_arcmin=3.5 * 60 / 32).pixel_arcmin == \
+        pytest.approx(6.5625)
+    with pytest.raises(InputError, match=r"header gives 6.562 arcmin per pixel but cosmology.data.pixel_arcmin=0.41"):
+        load_maps(tmp_path, redshift=1.0, target_size=32, pixel_arcmin=0.41)

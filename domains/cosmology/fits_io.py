@@ -149,8 +149,8 @@ def read_parameter_file(path: str | Path) -> np.ndarray:
         try:
             values = [float(t) for t in tokens]
         except ValueError:
-            if not rows and header is None:  # an uncommented header line
-                header = tokens
+            if not rows and header is None and not any(re.fullmatch(_NUMBER, t) for t in tokens):
+                header = tokens  # an uncommented header line: names only
                 continue
             raise InputError(path, f"line {number} holds a value that is not a number: {text!r}") from None
         if rows and len(values) != len(rows[0]):
@@ -178,7 +178,7 @@ def read_parameter_file(path: str | Path) -> np.ndarray:
                                    "or a '#' header line naming the Mnu, Omegam and As columns")
     params = table[:, columns].copy()
     params[:, 2] = np.where(params[:, 2] < 1e-6, params[:, 2] * 1e9, params[:, 2])
-    for i, row in enumerate(params):
+    for row in params:
         _check_params(path, *row.tolist())
     return params
 
