@@ -40,7 +40,7 @@ from awd.trim import (METHODS, attributions_from_gradients, input_gradients, is_
 from awd.wavelet import filter_bank_metrics
 
 __all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "distill_path", "distill_grid", "distill_jobs",
-           "distill_job", "evaluate_terms", "save_results", "load_results"]
+           "distill_job", "count_jobs", "evaluate_terms", "save_results", "load_results"]
 
 log = logging.getLogger(__name__)
 
@@ -594,6 +594,13 @@ def distill_jobs(config: DistillConfig) -> list[list[tuple[int, int]]]:
     if config.engine == "batched":
         return [[(i, seed) for i in range(len(config.lambdas))] for seed in config.seed_list]
     return [[(i, seed)] for seed in config.seed_list for i in range(len(config.lambdas))]
+
+
+def count_jobs(section: dict | None) -> int:
+    """Number of distillation jobs of a config's ``distill`` section (for the workflow's job
+    list; reads only lambdas, seed, seeds and engine)."""
+    keys = ("lambdas", "seed", "seeds", "engine")
+    return len(distill_jobs(DistillConfig.from_dict({k: v for k, v in (section or {}).items() if k in keys})))
 
 
 def distill_job(teacher: nn.Module, X_train, X_val, *, config: DistillConfig, job: int,

@@ -404,3 +404,10 @@ def test_batched_engine_rejects_what_it_cannot_do():
         _cfg(seeds=[1, 1])
     with pytest.raises(InputError, match="distill.engine"):
         _cfg(engine="fast")
+
+
+def test_count_jobs_reads_a_config_section():
+    from awd.distill import count_jobs
+    assert count_jobs({"lambdas": [0.1, 0.2], "target": "auxilin", "epochs": 3}) == 2
+    assert count_jobs({"lambdas": [0.1, 0.2, 0.3], "seeds": [1, 10]}) == 6
+    assert count_jobs({"lambdas": [0.1, 0.2, 0.3], "seeds": [1, 10], "engine": "batched"}) == 2
