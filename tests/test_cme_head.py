@@ -269,3 +269,11 @@ def test_selection_and_scores_per_distillation_seed(tmp_path):
     one = pd.read_csv(tmp_path / "one/table.csv")
     assert list(one.columns) == ["method", "r2", "r2_se", "cv_r2", "cv_r2_sd", "lam", "gamma", "n_train", "n_test"]
     assert one.set_index("method").loc["AWD", "r2"] == pytest.approx(expect[1], abs=1e-9)
+
+
+def test_seed_wavelets_figure_draws_every_seed(tmp_path):
+    from domains.cme.figures import seed_wavelets_figure
+    seeds = {str(s): {"h": (DB5 + 0.01 * np.sin(s + np.arange(10))).tolist(), "lam": 0.001, "gamma": 0.01}
+             for s in (1, 10, 100)}
+    path = seed_wavelets_figure(seeds, tmp_path / "seed_wavelets.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

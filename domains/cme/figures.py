@@ -5,6 +5,8 @@ PNG files (matplotlib's object API, no pyplot state):
 * ``example_traces.png``: clathrin and auxilin amplitudes of example tracks, buffers shaded,
   significant auxilin detections marked (as cmeDataViewer shows them);
 * ``wavelet.png``: scaling function phi and wavelet psi of the selected AWD wavelet vs DB5;
+* ``seed_wavelets.png`` (several distillation seeds only): phi and psi of every seed's selected
+  wavelet over DB5;
 * ``aux_fraction_vs_lifetime.png``: fraction of aux+ tracks per lifetime bin (complete tracks),
   with the curve measured on real cells for comparison;
 * ``intensity_cohorts.png``: mean +- SE clathrin and auxilin amplitude per lifetime cohort,
@@ -69,6 +71,9 @@ def draw_all(cfg: dict, results_dir: Path, raw_dir: Path, fig_dir: Path) -> list
         predicted_vs_true(preds, pd.read_csv(_require(results_dir / "table.csv")), fig_dir / "predicted_vs_true.png"),
         selection_figure(pd.read_csv(_require(heads_dir / "selection.csv")), fig_dir / "selection.png"),
     ]
+    seed_file = heads_dir / "seed_wavelets.json"
+    if seed_file.exists() and len(read_json(seed_file)) > 1:
+        paths.append(seed_wavelets_figure(read_json(seed_file), fig_dir / "seed_wavelets.png"))
     kymo = kymograph(cfg, raw_dir, traces, frames, fig_dir / "kymograph.png")
     if kymo is not None:
         paths.append(kymo)
@@ -309,6 +314,34 @@ def wavelet_figure(heads: dict, path: Path) -> Path:
         ax.axhline(0, color="0.8", lw=0.6)
         ax.set_xlabel("x (support, in samples of the finest scale)")
     ax_psi.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def seed_wavelets_figure(seed_wavelets: dict, path: Path) -> Path:
+    """phi and psi of every distillation seed's selected wavelet over DB5 (the paper's CME
+    wavelet figure); ``seed_wavelets``: heads/seed_wavelets.json (seed -> h, lam, gamma)."""
+    import pywt
+
+    fig = Figure(figsize=(9, 3.4))
+    ax_phi, ax_psi = fig.subplots(1, 2)
+    x, phi, psi = wavefun(np.asarray(pywt.Wavelet("db5").rec_lo))
+    ax_phi.plot(x, phi, "--", color="0.4", lw=1.6, label="DB5")
+    ax_psi.plot(x, psi, "--", color="0.4", lw=1.6, label="DB5")
+    colors = ["#1565c0", "#ef6c00", "#2e7d32", "#c2185b", "#6a1b9a", "#00838f", "#5d4037"]
+    for i, (seed, rec) in enumerate(seed_wavelets.items()):
+        x, phi, psi = wavefun(np.asarray(rec["h"], dtype=np.float64))
+        label = f"seed {seed} (lambda {rec['lam']:g}, gamma {rec['gamma']:g})"
+        ax_phi.plot(x, phi, color=colors[i % len(colors)], lw=1.1, label=label)
+        ax_psi.plot(x, psi, color=colors[i % len(colors)], lw=1.1, label=label)
+    ax_phi.set_title("scaling function phi, selected AWD wavelet per seed", fontsize=10)
+    ax_psi.set_title("wavelet psi", fontsize=10)
+    ax_phi.set_ylabel("phi(x)")
+    ax_psi.set_ylabel("psi(x)")
+    for ax in (ax_phi, ax_psi):
+        ax.axhline(0, color="0.8", lw=0.6)
+        ax.set_xlabel("x (support, in samples of the finest scale)")
+    ax_psi.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
