@@ -30,6 +30,10 @@ for _extra_rules in domain_rule_files():
     include: _extra_rules
 
 
+onerror:
+    announce_failure(log)
+
+
 rule all:
     default_target: True
     input:

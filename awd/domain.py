@@ -3,8 +3,10 @@
 The workflow runs the same stages for every domain (``simulate -> ingest -> teacher ->
 distill -> heads -> figures``). A domain is a subclass of :class:`Domain` registered with
 :func:`register`; the stages look it up by name with :func:`get_domain`. Domains live in
-``domains/<name>/`` (in-tree) or in any package that exposes the entry-point group
-``awd.domains``; nothing in ``awd/`` or in the workflow rules names a domain.
+``domains/<name>/`` (in-tree: every sub-package there is imported, so a new folder is found
+without being listed anywhere), in a module named by the config's ``domain_modules``, or in any
+package that exposes the entry-point group ``awd.domains``; nothing in ``awd/`` or in the
+workflow rules names a domain.
 
 The hand-over between stages is a :class:`Dataset`: an ``.npz`` file (never pickle) with
 the teacher/AWD inputs, the regression targets, the split and the group of every sample.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -169,9 +172,10 @@ class Domain:
     """
 
     name: ClassVar[str] = ""
-    #: 1 for signals (n, L), 2 for images (n, H, W).
+    #: 1 for signals (n, L), 2 for images (n, H, W); ingest's X is checked against it.
     signal_ndim: ClassVar[int] = 1
-    #: the target column the teacher is distilled on and the heads predict.
+    #: the teacher output distilled and predicted by the heads when the config's
+    #: ``distill.target`` is not set (a name from ``awd.teacher.output_names``).
     target: ClassVar[str] = ""
     #: the column of ``table.csv`` that scores each method (e.g. "rmse", "r2"); its standard
     #: error is the column ``<metric>_se``.
@@ -183,6 +187,19 @@ class Domain:
     #: most threads worth giving the teacher and distillation jobs (small recurrent networks
     #: run slower with more); None means as many as the config's ``threads``.
     max_torch_threads: ClassVar[int | None] = None
+    #: What each stage reads of the domain's config section, as dotted keys ("data",
+    #: "distill.mode"). A stage's job gets only these keys (reading another raises a KeyError
+    #: that names this attribute) and reruns only when they change. A stage left out gets the
+    #: whole section except the generic sections of later stages (see ``awd.stages``).
+    stage_config: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: The modules of the domain's package each stage runs, as file names relative to the
+    #: package ("figures.py"); the stage's code hash covers them, the class's own module and
+    #: everything they import. A stage left out depends on every ``.py`` file of the package.
+    stage_code: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Extra files a stage writes, tracked by Snakemake as outputs and shown in the report
+    #: (CSV, PNG): stage name ("ingest", "heads") -> file names relative to that stage's output
+    #: folder (ingest: ``results/<name>/data/``, heads: ``results/<name>/``).
+    extra_outputs: ClassVar[dict[str, list[str]]] = {}
 
     @property
     def package_dir(self) -> Path:
@@ -225,7 +242,13 @@ class Domain:
 
 
 _REGISTRY: dict[str, type[Domain]] = {}
-_BUILTIN = ("domains.cosmology", "domains.cme", "domains.simulation")
+#: the package whose sub-packages are the in-tree domains.
+IN_TREE_PACKAGE = "domains"
+_HOW_TO_REGISTER = (
+    "a domain registers when its module is imported: put a package in domains/<name>/ whose "
+    "__init__.py imports a Domain subclass decorated with @awd.domain.register (see domains/README.md), "
+    "or, for a module outside this repository, name it in the config (domain_modules: {<name>: <module>}) "
+    "or expose it in the entry-point group 'awd.domains'")
 
 
 def register(cls: type[Domain]) -> type[Domain]:
@@ -236,13 +259,21 @@ def register(cls: type[Domain]) -> type[Domain]:
     return cls
 
 
+def in_tree_domains() -> list[str]:
+    """Module names of the sub-packages of ``domains/`` (each may register a domain)."""
+    try:
+        pkg = importlib.import_module(IN_TREE_PACKAGE)
+    except ModuleNotFoundError as err:
+        if err.name != IN_TREE_PACKAGE:
+            raise
+        return []
+    return sorted(f"{IN_TREE_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if m.ispkg)
+
+
 def _discover() -> None:
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod:
-                raise
+    """Import every in-tree domain package and every ``awd.domains`` entry point."""
+    for mod in in_tree_domains():
+        importlib.import_module(mod)
     for ep in metadata.entry_points(group="awd.domains"):
         ep.load()
 
@@ -254,7 +285,7 @@ def get_domain(name: str, module: str | None = None) -> Domain:
     if name not in _REGISTRY:
         _discover()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown domain '{name}'; registered: {sorted(_REGISTRY)}")
+        raise KeyError(f"unknown domain '{name}'; registered: {sorted(_REGISTRY)}. To add one, {_HOW_TO_REGISTER}")
     return _REGISTRY[name]()
 
 

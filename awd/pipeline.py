@@ -1,5 +1,9 @@
 """The generic workflow stages, one function each, called by the thin scripts in
-``workflow/scripts/``. Every stage works for any registered domain."""
+``workflow/scripts/``. Every stage works for any registered domain.
+
+Each stage hands the domain's hooks its slice of the config only (:mod:`awd.stages`): a hook
+that reads a key its stage does not declare fails with a KeyError naming the declaration.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,13 +11,16 @@ import glob
 import importlib
 import logging
 import os
+import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from awd.domain import Dataset, get_domain
-from awd.io import atomic_dir, read_json, write_json
+from awd.io import InputError, atomic_dir, read_json, write_json
+from awd.stages import stage_config
 
 log = logging.getLogger("awd")
 
@@ -37,6 +44,8 @@ def stage(name: str, log_file: str | None, threads: int = 1, seed: int | None = 
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+    # one explanatory warning (check_wavelet_fits) instead of one per transform call
+    warnings.filterwarnings("ignore", message=r"Level value of \d+ is too high", category=UserWarning)
     torch.use_deterministic_algorithms(True, warn_only=False)
     if seed is not None:
         torch.manual_seed(seed)
@@ -69,9 +78,54 @@ def remove_stale_temporaries(*paths: str | Path | None) -> list[Path]:
     return removed
 
 
+#: Short orthogonal wavelets suggested when the configured one is too long for the inputs.
+SHORT_WAVELETS = ("haar", "db2", "sym3", "db3", "coif1", "db4", "sym4")
+
+
+def check_wavelet_fits(sample_shape: tuple[int, ...], wave: str, J: int, key: str = "distill") -> str | None:
+    """Warn (once, in the log) when ``J`` levels of ``wave`` exceed what inputs of
+    ``sample_shape`` allow without boundary effects everywhere; return the message or None.
+
+    pywt calls that "Level value too high" and warns at every transform; the stages silence
+    that flood and say it here once, with shorter wavelets that would fit.
+    """
+    import pywt
+
+    try:
+        length = pywt.Wavelet(wave).dec_len
+    except ValueError:
+        return None
+    size = min(sample_shape) if sample_shape else 0
+    deepest = pywt.dwt_max_level(size, length) if size else 0
+    if J <= deepest:
+        return None
+    fits = [w for w in SHORT_WAVELETS if pywt.dwt_max_level(size, pywt.Wavelet(w).dec_len) >= J]
+    msg = (f"{key}.wave '{wave}' (filter length {length}) is too long for inputs of size "
+           f"{'x'.join(map(str, sample_shape))} at {key}.J={J}: every coefficient feels the boundary "
+           f"(the deepest level without that is {deepest}). Use a shorter wavelet"
+           + (f" ({', '.join(fits)} fit {J} levels)" if fits else "") + f" or a smaller {key}.J.")
+    log.warning(msg)
+    return msg
+
+
+def target_index(dom, cfg: dict, ds: Dataset) -> int:
+    """Index of the teacher output that is distilled: ``distill.target`` by name, else the
+    domain's ``target``; an unknown name lists the outputs."""
+    from awd.teacher import output_names
+
+    loss = cfg.get("teacher", {}).get("loss", "mse") if isinstance(cfg.get("teacher"), dict) else "mse"
+    names = output_names(ds, loss)
+    name = cfg["distill"].get("target") or dom.target
+    if name not in names:
+        raise InputError(None, f"{dom.name}.distill.target: '{name}' is not an output of the teacher; "
+                               f"outputs: {names}")
+    return names.index(name)
+
+
 def run_simulate(domain: str, cfg: dict, raw_dir: str | Path, threads: int = 1) -> None:
     """Write the domain's mock raw data; the folder appears only when complete."""
     dom = get_domain(domain)
+    cfg = stage_config(dom, "simulate", cfg)
     remove_stale_temporaries(raw_dir)
     with atomic_dir(raw_dir) as tmp:
         dom.simulate(cfg, Path(tmp), threads=threads)
@@ -84,9 +138,8 @@ def run_ingest(domain: str, cfg: dict, raw_dir: str | Path, out_dir: str | Path,
     The domain writes into a staging folder that replaces ``out_dir`` only when the whole
     ingest succeeded, so bad input leaves no partial tables behind.
     """
-    from awd.io import InputError
-
     dom = get_domain(domain)
+    cfg = stage_config(dom, "ingest", cfg)
     if raw_dir is None:
         raise InputError(None, f"{domain}.data.root is not set: data.source 'files' needs the raw data folder")
     raw_dir, out_dir, dataset_path = Path(raw_dir), Path(out_dir), Path(dataset_path)
@@ -98,6 +151,10 @@ def run_ingest(domain: str, cfg: dict, raw_dir: str | Path, out_dir: str | Path,
     remove_stale_temporaries(out_dir, dataset_path)
     with atomic_dir(out_dir) as tmp:
         ds = dom.ingest(cfg, raw_dir, tmp, threads=threads)
+        if ds.X.ndim - 1 != dom.signal_ndim:
+            raise InputError(raw_dir, f"domain '{domain}' declares signal_ndim={dom.signal_ndim} "
+                                      f"({'(n, L) signals' if dom.signal_ndim == 1 else '(n, H, W) images'}) but its "
+                                      f"ingest returned X of shape {tuple(ds.X.shape)}")
         counts = {s: int((ds.split == s).sum()) for s in ("train", "val", "test")}
         log.info("ingest %s: %d samples %s, X %s", domain, len(ds.X), counts, ds.X.shape[1:])
         inside = dataset_path.parent.resolve() == out_dir.resolve()
@@ -111,9 +168,10 @@ def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: st
     import torch
 
     from awd.stats import r2, rmse
-    from awd.teacher import TeacherConfig, fit_teacher, predict, resolve_device, save_teacher
+    from awd.teacher import TeacherConfig, class_labels, fit_teacher, predict, resolve_device, save_teacher
 
     dom = get_domain(domain)
+    cfg = stage_config(dom, "teacher", cfg)
     remove_stale_temporaries(model_path, metrics_path, checkpoint)
     ds = Dataset.load(dataset_path)
     tcfg = TeacherConfig.from_dict(cfg["teacher"])
@@ -123,9 +181,17 @@ def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: st
     test = ds.subset("test")
     pred = predict(model, test.X, tcfg.batch_size)
     metrics = {"history": history, "targets": {}}
-    for j, name in enumerate(ds.target_names):
-        metrics["targets"][name] = {"test_rmse": rmse(test.y[:, j], pred[:, j]),
-                                    "test_r2": r2(test.y[:, j], pred[:, j])}
+    if tcfg.classifies:
+        labels = class_labels(test.y)
+        logits = torch.as_tensor(pred)
+        metrics["targets"][ds.target_names[0]] = {
+            "test_accuracy": float((pred.argmax(axis=1) == labels).mean()) if len(labels) else float("nan"),
+            "test_cross_entropy": float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)))
+            if len(labels) else float("nan")}
+    else:
+        for j, name in enumerate(ds.target_names):
+            metrics["targets"][name] = {"test_rmse": rmse(test.y[:, j], pred[:, j]),
+                                        "test_r2": r2(test.y[:, j], pred[:, j])}
     save_teacher(model_path, model.cpu())
     write_json(metrics_path, metrics)
     if checkpoint is not None and Path(checkpoint).exists():
@@ -148,11 +214,14 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
     from awd.teacher import resolve_device
 
     dom = get_domain(domain)
+    cfg = stage_config(dom, "distill", cfg)
     remove_stale_temporaries(out_path, checkpoint)
     ds = Dataset.load(dataset_path)
     teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
-    dcfg = DistillConfig.from_dict({**cfg["distill"], "target": ds.target_names.index(dom.target),
+    settings = {k: v for k, v in cfg["distill"].items() if k != "target"}
+    dcfg = DistillConfig.from_dict({**settings, "target": target_index(dom, cfg, ds),
                                     "device": str(resolve_device(device))})
+    check_wavelet_fits(ds.X.shape[1:], dcfg.wave, dcfg.J)
     train, val = ds.subset("train"), ds.subset("val")
     lam = dcfg.lambdas[index]
     results = distill_path(teacher, train.X, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,
@@ -168,6 +237,7 @@ def run_heads(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: st
     from awd.distill import load_results
 
     dom = get_domain(domain)
+    cfg = stage_config(dom, "heads", cfg)
     ds = Dataset.load(dataset_path)
     teacher = load_domain_teacher(domain, cfg, ds, teacher_path)
     grid = [r for p in grid_paths for r in load_results(p)]
@@ -183,9 +253,41 @@ def run_figures(domain: str, cfg: dict, results_dir: str | Path, raw_dir: str | 
 
     matplotlib.use("Agg")
     dom = get_domain(domain)
+    cfg = stage_config(dom, "figures", cfg)
     with atomic_dir(fig_dir) as tmp:
         written = dom.figures(cfg, Path(results_dir), Path(raw_dir), Path(tmp))
     return [Path(fig_dir) / Path(p).name for p in written]
+
+
+def _error_line(log_file: str | Path) -> str | None:
+    """The last "stage X failed: ..." line of a job's log, else its last error-looking line."""
+    path = Path(log_file)
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    failed = [line[line.find("stage "):] for line in lines if re.search(r"stage \S+ failed: ", line)]
+    if failed:
+        return failed[-1]
+    errors = [line for line in lines if re.search(r"\b\w*(Error|Exception)\b", line)]
+    return errors[-1] if errors else (lines[-1] if lines else None)
+
+
+def failure_summary(snakemake_log: str | Path | None) -> str:
+    """One line per failed job of a run: the rule, its log file and the error line its log
+    ends with, read from Snakemake's own log of the run ("" when no job failed)."""
+    if not snakemake_log or not Path(snakemake_log).is_file():
+        return ""
+    text = Path(snakemake_log).read_text(errors="replace")
+    lines = []
+    for m in re.finditer(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", text, re.M):
+        rule, block = m.group(1), m.group(2)
+        found = re.search(r"^\s+log: (.+?)(?: \(check log file\(s\) for error details\))?$", block, re.M)
+        logs = [p.strip() for p in found.group(1).split(",")] if found else []
+        detail = next((d for d in map(_error_line, logs) if d), None) or "see the output above"
+        lines.append(f"  {rule} ({', '.join(logs) or 'no log file'}): {detail}")
+    if not lines:
+        return ""
+    return f"AWD workflow: {len(lines)} job(s) failed:\n" + "\n".join(lines)
 
 
 def read_metrics(path: str | Path) -> dict:

@@ -1,4 +1,6 @@
-"""Provenance written next to the results: resolved config, versions, seeds, git revision."""
+"""Provenance written next to the results: resolved config, versions, seeds, git revision
+(dirty when any project or domain file differs from the commit, untracked files included) and
+content hashes of each domain's code and of each stage's code and config slice."""
 from __future__ import annotations
 
 import platform
@@ -22,8 +24,14 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_revision(repo: str | Path) -> dict[str, str | bool | None]:
-    """The commit of ``repo`` and whether its tracked files have uncommitted changes."""
+#: What counts as the project's code and settings when deciding whether the tree is dirty.
+PROJECT_PATHS = ("Snakefile", "awd", "workflow", "domains", "pyproject.toml", "environment.yml")
+
+
+def git_revision(repo: str | Path, paths: tuple[str, ...] = PROJECT_PATHS) -> dict:
+    """The commit of ``repo`` and whether anything under ``paths`` differs from it: modified,
+    staged, deleted or untracked files (ignored files, such as results and caches, excepted).
+    ``changes`` lists the differing files (at most 50)."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
@@ -32,8 +40,10 @@ def git_revision(repo: str | Path) -> dict[str, str | bool | None]:
             return None
 
     rev = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": rev, "dirty": None if status is None else bool(status)}
+    status = git("status", "--porcelain", "--untracked-files=all", "--", *paths)
+    changes = None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": rev, "dirty": None if changes is None else bool(changes),
+            "changes": None if changes is None else changes[:50]}
 
 
 def collect_seeds(config: dict, prefix: str = "") -> dict[str, int]:
@@ -48,7 +58,10 @@ def collect_seeds(config: dict, prefix: str = "") -> dict[str, int]:
     return seeds
 
 
-def write_provenance(path: str | Path, config: dict, code_hash: str, repo: str | Path) -> None:
+def write_provenance(path: str | Path, config: dict, code_hash: str, repo: str | Path,
+                     hashes: dict | None = None) -> None:
+    """``hashes``: per domain, the content hash of its code and of each stage's code and config
+    slice (``awd.stages``), the values that decide what reruns."""
     write_json(path, {
         "config": config,
         "seeds": collect_seeds(config),
@@ -57,4 +70,5 @@ def write_provenance(path: str | Path, config: dict, code_hash: str, repo: str |
         "platform": platform.platform(),
         "git": git_revision(repo),
         "library_hash": code_hash,
+        "domains": hashes or {},
     })

@@ -9,6 +9,15 @@ from awd.domain import get_domain
 from awd.io import atomic_path
 
 
+def data_source_label(data: dict) -> str:
+    """Where a domain's numbers come from, in plain words: the simulator or the folder read."""
+    source = data.get("source", "mock")
+    if source == "mock":
+        return "simulated data (the domain's embedded simulator)"
+    root = data.get("root")
+    return f"data read from {Path(root).name if root else 'data.root'} (data.source: {source})"
+
+
 def domain_summary(domain: str, table_path: str | Path, cfg: dict) -> pd.DataFrame:
     """One domain's table with the paper's value per method and the data provenance."""
     dom = get_domain(domain)
@@ -17,8 +26,7 @@ def domain_summary(domain: str, table_path: str | Path, cfg: dict) -> pd.DataFra
     if metric not in table.columns or "method" not in table.columns:
         raise ValueError(f"{table_path}: expected columns 'method' and '{metric}', got {list(table.columns)}")
     paper = {k.lower(): v for k, v in dom.paper_reference.items()}
-    source = cfg.get("data", {}).get("source", "files")
-    data_label = {"mock": "mock data (embedded simulator)", "files": "user data files"}.get(source, source)
+    data_label = data_source_label(cfg.get("data") or {})
     return pd.DataFrame({
         "domain": domain,
         "method": table["method"],
@@ -36,15 +44,22 @@ def _markdown(df: pd.DataFrame) -> str:
         dom = get_domain(domain)
         metric = part["metric"].iloc[0]
         lines += [f"## {domain} ({metric.upper()}, test split) — {part['data'].iloc[0]}", ""]
-        if part["data"].iloc[0].startswith("mock"):
+        has_paper = bool(dom.paper_reference) and part["paper"].notna().any()
+        if part["data"].iloc[0].startswith("simulated") and has_paper:
             lines += ["Numbers below come from simulated data, not from the paper's data set; the paper's "
                       "column is shown for orientation only.", ""]
-        lines += [f"| method | {metric} | ± se | paper |", "|---|---|---|---|"]
+        if not has_paper:
+            lines += ["No published number to compare with: this domain has no paper reference "
+                      "(Domain.paper_reference), so the table has no paper column"
+                      + (f" ({dom.paper_source})" if dom.paper_source else "") + ".", ""]
+        header = ["method", metric, "± se"] + (["paper"] if has_paper else [])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, r in part.iterrows():
-            paper = "" if pd.isna(r["paper"]) else f"{r['paper']:.5g}"
-            se = "" if pd.isna(r["se"]) else f"{r['se']:.2g}"
-            lines.append(f"| {r['method']} | {r['value']:.5g} | {se} | {paper} |")
-        if dom.paper_source:
+            cells = [str(r["method"]), f"{r['value']:.5g}", "" if pd.isna(r["se"]) else f"{r['se']:.2g}"]
+            if has_paper:
+                cells.append("" if pd.isna(r["paper"]) else f"{r['paper']:.5g}")
+            lines.append("| " + " | ".join(cells) + " |")
+        if dom.paper_source and has_paper:
             lines += ["", f"Paper numbers: {dom.paper_source}."]
         lines.append("")
     return "\n".join(lines)

@@ -29,9 +29,19 @@ class TrainingDiverged(RuntimeError):
     """Training produced NaN/inf; the message names the stage and the step."""
 
 
+LOSSES = ("mse", "l1", "cross_entropy")
+#: losses for class labels: the teacher's outputs are logits, one per class, not standardised.
+CLASSIFICATION_LOSSES = ("cross_entropy",)
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Settings of teacher training (the ``teacher`` section of a domain config)."""
+    """Settings of teacher training (the ``teacher`` section of a domain config).
+
+    ``loss``: "mse" or "l1" regress every target column (standardised); "cross_entropy"
+    classifies: ``y`` has one column of integer class labels 0..C-1 and the network returns C
+    logits (see :func:`output_names`), which are not standardised.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -44,22 +54,64 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "TeacherConfig":
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"teacher config: unknown keys {unknown}; known: {sorted(known)}")
+            raise ValueError(f"teacher: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        for key, value in d.items():
+            kind = known[key].type
+            ok = (isinstance(value, int) and not isinstance(value, bool) if kind == "int" else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind == "float" else
+                  isinstance(value, str))
+            if not ok:
+                raise ValueError(f"teacher.{key}: expected {'an integer' if kind == 'int' else 'a number' if kind == 'float' else 'a string'}, got {value!r}")
         cfg = cls(**d)
         if cfg.optimizer not in ("adam", "sgd"):
             raise ValueError(f"teacher.optimizer: '{cfg.optimizer}' is not one of adam, sgd")
-        if cfg.loss not in ("mse", "l1"):
-            raise ValueError(f"teacher.loss: '{cfg.loss}' is not one of mse, l1")
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"teacher.loss: '{cfg.loss}' is not one of {', '.join(LOSSES)}")
         if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
             raise ValueError("teacher: epochs, batch_size and lr must be positive")
         return cfg
 
+    @property
+    def classifies(self) -> bool:
+        return self.loss in CLASSIFICATION_LOSSES
+
+
+def class_labels(y: np.ndarray) -> np.ndarray:
+    """The integer class labels of a classification dataset's ``y`` (one column, values 0..C-1)."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if y.shape[1] != 1:
+            raise InputError(None, f"teacher.loss cross_entropy needs one target column of class labels, "
+                                   f"got {y.shape[1]} columns")
+        y = y[:, 0]
+    if len(y) and (not np.all(np.isfinite(y)) or np.any(y < 0) or np.any(y != np.round(y))):
+        raise InputError(None, "teacher.loss cross_entropy needs integer class labels 0, 1, ... in y")
+    return y.astype(np.int64)
+
+
+def n_outputs(dataset: Dataset, loss: str = "mse") -> int:
+    """Outputs the teacher network must have: one per target column, or one logit per class."""
+    if loss in CLASSIFICATION_LOSSES:
+        return int(class_labels(dataset.y).max()) + 1 if len(dataset.y) else 0
+    return dataset.y.shape[1]
+
+
+def output_names(dataset: Dataset, loss: str = "mse") -> list[str]:
+    """Names of the teacher's outputs, the values ``distill.target`` may take: the target
+    names, or ``<target>=<class>`` per logit of a classifier (``dataset.meta['classes']`` names
+    the classes when given)."""
+    if loss not in CLASSIFICATION_LOSSES:
+        return list(dataset.target_names)
+    classes = dataset.meta.get("classes") or list(range(n_outputs(dataset, loss)))
+    return [f"{dataset.target_names[0]}={c}" for c in classes]
+
 
 class StandardizedTeacher(nn.Module):
-    """``core`` between fixed input and output standardisation: raw X in, raw targets out."""
+    """``core`` between fixed input and output standardisation: raw X in, raw targets out
+    (for a classifier: raw X in, logits out; the output buffers stay 0 and 1)."""
 
     def __init__(self, core: nn.Module, n_targets: int):
         super().__init__()
@@ -69,11 +121,14 @@ class StandardizedTeacher(nn.Module):
         self.register_buffer("y_shift", torch.zeros(n_targets))
         self.register_buffer("y_scale", torch.ones(n_targets))
 
-    def set_standardization(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Fix the buffers from training data: one scalar for X, one per target column."""
-        y_scale = y.std(axis=0)
+    def set_standardization(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        """Fix the buffers from training data: one scalar for X, one per target column;
+        ``y=None`` (class outputs) leaves the outputs unscaled."""
         self.x_shift.fill_(float(X.mean()))
         self.x_scale.fill_(float(X.std()) or 1.0)
+        if y is None:
+            return
+        y_scale = y.std(axis=0)
         self.y_shift.copy_(torch.as_tensor(y.mean(axis=0)))
         self.y_scale.copy_(torch.as_tensor(np.where(y_scale > 0, y_scale, 1.0)))
 
@@ -85,8 +140,12 @@ class StandardizedTeacher(nn.Module):
         return self.standardized(x) * self.y_scale + self.y_shift
 
 
-def _loss_fn(name: str):
-    return nn.functional.mse_loss if name == "mse" else nn.functional.l1_loss
+def _criterion(name: str):
+    """loss(standardised prediction, raw target batch, model) in the training's units."""
+    if name in CLASSIFICATION_LOSSES:
+        return lambda pred, y, model: nn.functional.cross_entropy(pred, y[:, 0].long())
+    fn = nn.functional.mse_loss if name == "mse" else nn.functional.l1_loss
+    return lambda pred, y, model: fn(pred, (y - model.y_shift) / model.y_scale)
 
 
 def _fingerprint(model: nn.Module, cfg: TeacherConfig, *splits: Dataset) -> str:
@@ -133,15 +192,17 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     if len(train.X) == 0:
         raise ValueError("teacher: the train split is empty")
     device = torch.device(device)
-    model = StandardizedTeacher(core, dataset.y.shape[1])
-    model.set_standardization(train.X, train.y)
+    model = StandardizedTeacher(core, n_outputs(dataset, cfg.loss))
+    if cfg.classifies:
+        class_labels(dataset.y)
+    model.set_standardization(train.X, None if cfg.classifies else train.y)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    loss_fn = _loss_fn(cfg.loss)
+    loss_fn = _criterion(cfg.loss)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
@@ -168,7 +229,6 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
 
     X = torch.as_tensor(train.X, device=device)
     Y = torch.as_tensor(train.y, device=device)
-    y_shift, y_scale = model.y_shift, model.y_scale
     for epoch in range(start, cfg.epochs):
         model.train()
         order = torch.randperm(len(X), generator=gen).to(device)
@@ -178,7 +238,7 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
             if len(idx) < 2 and len(X) >= 2:
                 continue  # a batch of one breaks BatchNorm statistics
             pred = model.standardized(X[idx])
-            loss = loss_fn(pred, (Y[idx] - y_shift) / y_scale)
+            loss = loss_fn(pred, Y[idx], model)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"teacher training: loss is {loss.item()} at epoch {epoch + 1}, "
                                        f"step {step + 1}")
@@ -205,14 +265,14 @@ def evaluate_loss(model: StandardizedTeacher, data: Dataset, cfg: TeacherConfig)
     pred = torch.as_tensor(predict(model, data.X, cfg.batch_size), device=model.y_shift.device,
                            dtype=torch.float32)
     y = torch.as_tensor(data.y, device=model.y_shift.device)
-    loss = _loss_fn(cfg.loss)((pred - model.y_shift) / model.y_scale, (y - model.y_shift) / model.y_scale)
+    loss = _criterion(cfg.loss)((pred - model.y_shift) / model.y_scale, y, model)
     model.train(was_training)
     return float(loss)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predictions (n, k) in raw target units, computed in eval mode batch by batch."""
+    """Predictions (n, k) in raw target units (a classifier's logits), in eval mode batch by batch."""
     model.eval()
     device = next(model.parameters()).device
     out = [model(torch.as_tensor(X[i:i + batch_size], device=device)).cpu().numpy()

@@ -66,6 +66,25 @@ class CosmologyDomain(Domain):
                        "AWD without interpretation loss": 0.01353, "AWD": 0.01026, "teacher": 0.01156}
     paper_source = ("Ha et al. 2021 (AWD), RMSE of Omega_m on 2,000 MassiveNuS test maps; notebook outputs of "
                     "Yu-Group/adaptive-wavelets notebooks/cosmology (00_peak_count, 03_analyze, 05_ablation_study)")
+    # what each stage reads and runs (awd.stages); figures read the whole section
+    stage_config = {
+        "simulate": ("data", "mock"),
+        "ingest": ("data",),
+        "teacher": ("teacher", "model"),
+        "distill": ("distill", "model", "teacher.seed", "teacher.loss"),
+        "heads": ("heads", "bootstrap", "model", "teacher.seed", "teacher.batch_size", "teacher.loss"),
+    }
+    stage_code = {
+        "simulate": ("mock.py",),
+        "ingest": ("fits_io.py",),
+        "teacher": ("resnet.py",),
+        "distill": ("resnet.py",),
+        "heads": ("peaks.py", "resnet.py"),
+        "figures": ("figures.py",),
+    }
+    extra_outputs = {"heads": ["heads/predictions.csv", "heads/selection.csv", "heads/grid.json",
+                               "heads/histograms.npz", "heads/attribution.npz",
+                               "learning_curve.csv", "learning_curve.png"]}
 
     # ------------------------------------------------------------------ data
     def simulate(self, cfg: dict, raw_dir: Path, threads: int = 1) -> None:

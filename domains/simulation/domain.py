@@ -33,6 +33,16 @@ class SimulationDomain(Domain):
     target = "y"
     metric = "distance"
     paper_source = "the paper reports this study as figures (distance against gamma), not as a table"
+    # what each stage reads (awd.stages); the code is all in this module
+    stage_config = {
+        "simulate": ("data", "truth", "distill.mode"),
+        "ingest": ("data",),
+        "teacher": ("teacher", "model"),
+        "distill": ("distill", "init", "model", "teacher.seed", "teacher.loss"),
+        "heads": ("truth", "selection", "init", "model", "teacher.seed", "teacher.loss"),
+    }
+    stage_code = {stage: () for stage in ("simulate", "ingest", "teacher", "distill", "heads", "figures")}
+    extra_outputs = {"heads": ["grid.csv", "selection.json"]}
 
     def simulate(self, cfg: dict, raw_dir: Path, threads: int = 1) -> None:
         X, y = simulate(sum(cfg["data"]["split"]), cfg["truth"]["seed"], _spec(cfg))

@@ -8,9 +8,9 @@ rule distill:
     output:
         "results/{domain}/distill/lambda_{index}.json",
     params:
-        cfg=domain_config,
+        cfg=stage_cfg("distill"),
         checkpoint="results/{domain}/distill/lambda_{index}.checkpoint.pt",
-        code=code_version,
+        code=stage_code("distill"),
         device=config["device"],
     threads: torch_threads
     resources:

@@ -1,35 +1,42 @@
 # Interpretable heads on the learned wavelets, wavelet selection, the domain table and figures.
 
+# one rule for the domains without extra heads outputs, one per domain that declares some
+for _domain, _extras in stage_variants("heads"):
 
-rule heads:
-    input:
-        dataset="results/{domain}/data/dataset.npz",
-        teacher="results/{domain}/teacher/teacher.pt",
-        grid=distill_results,
-    output:
-        table=report(
-            "results/{domain}/table.csv",
-            caption="../report/table.rst",
-            category="{domain}",
-            labels={"domain": "{domain}", "figure": "result table"},
-        ),
-        wavelet="results/{domain}/wavelet.json",
-    params:
-        cfg=domain_config,
-        out_dir=subpath(output.table, parent=True),
-        code=code_version,
-    threads: config["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    log:
-        "logs/{domain}/heads.log",
-    benchmark:
-        "results/{domain}/benchmarks/heads.tsv"
-    conda:
-        "../envs/awd.yaml"
-    script:
-        "../scripts/heads.py"
+    rule:
+        name:
+            stage_rule_name("heads", _domain)
+        input:
+            dataset="results/{domain}/data/dataset.npz",
+            teacher="results/{domain}/teacher/teacher.pt",
+            grid=distill_results,
+        output:
+            table=report(
+                "results/{domain}/table.csv",
+                caption="../report/table.rst",
+                category="{domain}",
+                labels={"domain": "{domain}", "figure": "result table"},
+            ),
+            wavelet="results/{domain}/wavelet.json",
+            extra=extra_outputs("results/{domain}", _extras),
+        wildcard_constraints:
+            domain=stage_domains("heads", _domain),
+        params:
+            cfg=stage_cfg("heads"),
+            out_dir=subpath(output.table, parent=True),
+            code=stage_code("heads"),
+        threads: config["threads"]
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        log:
+            "logs/{domain}/heads.log",
+        benchmark:
+            "results/{domain}/benchmarks/heads.tsv"
+        conda:
+            "../envs/awd.yaml"
+        script:
+            "../scripts/heads.py"
 
 
 rule figures:
@@ -46,10 +53,10 @@ rule figures:
             labels={"domain": "{domain}", "figure": "{name}"},
         ),
     params:
-        cfg=domain_config,
+        cfg=stage_cfg("figures"),
         raw_dir=raw_dir,
         results_dir=subpath(input.table, parent=True),
-        code=code_version,
+        code=stage_code("figures"),
     resources:
         mem_mb=4000,
         runtime=20,

@@ -20,7 +20,7 @@ rule summary:
         md="results/tables/summary.md",
     params:
         domains=DOMAINS,
-        configs=[config[d] for d in DOMAINS],
+        configs=[{"data": summary_data(d)} for d in DOMAINS],
     resources:
         mem_mb=1000,
         runtime=5,
@@ -40,6 +40,7 @@ rule provenance:
     params:
         config=config,
         code=_LIB_HASH,
+        hashes=provenance_hashes(),
     resources:
         mem_mb=1000,
         runtime=5,

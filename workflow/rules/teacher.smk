@@ -8,9 +8,9 @@ rule teacher:
         model="results/{domain}/teacher/teacher.pt",
         metrics="results/{domain}/teacher/metrics.json",
     params:
-        cfg=domain_config,
+        cfg=stage_cfg("teacher"),
         checkpoint="results/{domain}/teacher/checkpoint.pt",
-        code=code_version,
+        code=stage_code("teacher"),
         device=config["device"],
     threads: torch_threads
     resources:

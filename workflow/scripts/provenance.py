@@ -7,4 +7,5 @@ from awd.provenance import write_provenance  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with stage("provenance", sm.log[0], 1, modules=sm.config["domain_modules"].values()):
-    write_provenance(sm.output[0], dict(sm.params.config), sm.params.code, f"{sm.scriptdir}/../..")
+    write_provenance(sm.output[0], dict(sm.params.config), sm.params.code, f"{sm.scriptdir}/../..",
+                     hashes=dict(sm.params.hashes))
