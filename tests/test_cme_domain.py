@@ -84,6 +84,15 @@ def test_ingest_dataset_and_tables(ingested):
     np.testing.assert_allclose(ds.y[same_cell.to_numpy(), 0], (ysm - ysm.mean()) / ysm.std(), rtol=1e-4, atol=1e-4)
     cells = pd.read_csv(data / "cells.csv")
     assert list(cells["split"]) == ["train", "train", "test"] and list(cells["cell_id"]) == [1, 2, 3]
+    # the funnel of the movie route: tracks of the processed tracks table, traces of the dataset
+    funnel = pd.read_csv(data / "funnel.csv").set_index("cell")
+    tracks = pd.read_parquet(data / "tracks.parquet")
+    assert funnel.loc["total", "tracks_read"] == len(tracks)
+    assert funnel.loc["total", "kept_category"] == int(tracks["catIdx"].isin([1, 2]).sum())
+    assert funnel.loc["total", "kept_min_lifetime"] == len(ds.X)
+    assert [funnel.loc["total", f"n_{s}"] for s in ("train", "val", "test")] == \
+        [int((ds.split == s).sum()) for s in ("train", "val", "test")]
+    assert funnel.loc["total", "aux_positive"] == int(ds.extra["aux_positive"].sum())
 
 
 def test_one_track_id_across_all_tables(ingested):

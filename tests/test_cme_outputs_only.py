@@ -71,3 +71,32 @@ def test_outputs_only_tree_runs_end_to_end(tmp_path):
     assert total["aux_fraction"] == pytest.approx(traces["aux_positive"].mean(), rel=1e-9)
     assert cells_rows["n_test"].tolist() == [0, 0, 0, int((traces["split"] == "test").sum())]
     assert (traces["n_frames"] > 15).all() and (traces["n_frames"] > total["thresh_short_frames"]).all()
+
+
+def test_processed_tracks_export_ingest_and_figures_without_movies(tmp_path, caplog):
+    """ProcessedTracks.mat exports (v7.3, positions, no movies): the dataset, napari files with
+    the tables' track ids, and the kymograph left out with what it would need."""
+    import logging
+
+    from awd.config import validate
+    from domains.cme.domain import CMEDomain
+    from domains.cme.figures import kymograph
+
+    root = tmp_path / "export"
+    write_cmeanalysis_export(root, n_cells=3, n_tracks=40, n_frames=90, seed=5, files=("ProcessedTracks",))
+    schema = yaml.safe_load((REPO / "domains/cme/schema.yaml").read_text())
+    cfg = validate({"data": {"source": "cmeanalysis", "root": str(root), "train_cells": [1, 2],
+                             "test_cells": [3]}}, schema, "cme")
+    ds = CMEDomain().ingest(cfg, root, tmp_path / "data")
+    assert set(ds.group) == {1, 2, 3} and len(ds.X) > 20
+    frames = pd.read_parquet(tmp_path / "data" / "tracks_frames.parquet")
+    napari = pd.read_csv(tmp_path / "data" / "napari" / "Cell2_1s_tracks.csv")
+    rows = frames[(frames["cell"] == "Cell2_1s") & (frames["part"] == "track")]
+    rows = rows.drop_duplicates(["track_id", "frame"])  # compound tracks: first segment per frame
+    both = napari.merge(rows, left_on=["track_id", "t"], right_on=["track_id", "frame"], suffixes=("", "_tab"),
+                        validate="one_to_one")
+    assert len(both) == len(napari) == len(rows) and np.allclose(both["x"], both["x_tab"])
+    traces = pd.read_parquet(tmp_path / "data" / "traces.parquet")
+    with caplog.at_level(logging.WARNING):
+        assert kymograph(cfg, root, traces, frames, tmp_path / "k.png") is None
+    assert "kymograph.png not drawn: no raw movies" in caplog.text and not (tmp_path / "k.png").exists()

@@ -766,7 +766,9 @@ def to_napari_tracks(detections: pd.DataFrame) -> np.ndarray:
     """napari Tracks layer data (N, 4) [track_id, t, y, x], sorted by track then time.
 
     Buffer rows (``part`` not 'track') are left out; one cell per call (track ids must be
-    unique), rows without a track (-1) are dropped.
+    unique), rows without a track (-1) are dropped. Compound cmeAnalysis tracks (merges and
+    splits) keep their first segment where segments share a frame, since napari takes one
+    position per track and time point.
     """
     need = {"track_id", "frame", "x", "y"}
     missing = need - set(detections.columns)
@@ -778,6 +780,7 @@ def to_napari_tracks(detections: pd.DataFrame) -> np.ndarray:
     if "cell" in d and d["cell"].nunique() > 1:
         raise InputError(None, "napari export: several cells in one table; export one cell at a time")
     d = d[d["track_id"] >= 0].sort_values(["track_id", "frame"], kind="stable")
+    d = d.drop_duplicates(["track_id", "frame"], keep="first")
     return d[["track_id", "frame", "y", "x"]].to_numpy(float)
 
 
