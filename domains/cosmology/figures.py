@@ -9,6 +9,7 @@ its reconstruction from the most important wavelet coefficients, its pixel attri
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from domains.cosmology.domain import HEADS_DIR, METHODS
 from domains.cosmology.peaks import KERNEL_NAMES
 
 DPI = 110
+#: The ingest's dataset, relative to the domain's results folder (its meta holds the pixel scale).
+DATASET_FILE = Path("data") / "dataset.npz"
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -52,8 +55,20 @@ def draw_all(cfg: dict, results_dir: Path, fig_dir: Path) -> list[Path]:
         peak_histograms(_require(heads / "histograms.npz"), fig_dir / "peak_histograms.png"),
         predicted_vs_true(_require(heads / "predictions.csv"), _require(results_dir / "table.csv"),
                           fig_dir / "predicted_vs_true.png"),
-        attribution_map(_require(heads / "attribution.npz"), fig_dir / "attribution_map.png"),
+        attribution_map(_require(heads / "attribution.npz"), fig_dir / "attribution_map.png",
+                        pixel_arcmin=_pixel_arcmin(results_dir / DATASET_FILE)),
     ]
+
+
+def _pixel_arcmin(dataset: Path) -> float | None:
+    """Working pixel scale (arcmin) recorded by the ingest in the dataset's meta; None without it."""
+    if not dataset.is_file():
+        return None
+    with np.load(dataset, allow_pickle=False) as z:
+        if "meta" not in z.files:
+            return None
+        value = json.loads(str(z["meta"])).get("pixel_arcmin")
+    return float(value) if value else None
 
 
 def _grid_axes(grid: dict) -> tuple[list[float], list[float], dict[tuple[float, float], int]]:
@@ -64,11 +79,13 @@ def _grid_axes(grid: dict) -> tuple[list[float], list[float], dict[tuple[float, 
 
 
 def wavelet_grid(grid: dict, path: Path) -> Path:
-    """psi of every learned wavelet, lambda in rows and gamma in columns; the selected one in red."""
+    """psi of every learned wavelet, lambda in rows and gamma in columns; the selected one in red,
+    DB5 (the warm start) drawn on top as a dashed black line."""
     lams, gammas, where = _grid_axes(grid)
     _, psi_db5, x_db5 = _wavefun(pywt.Wavelet("db5").rec_lo)
-    fig = Figure(figsize=(2.2 * len(gammas) + 0.6, 1.8 * len(lams) + 0.6))
+    fig = Figure(figsize=(2.4 * len(gammas) + 0.8, 1.9 * len(lams) + 1.0), layout="constrained")
     axes = fig.subplots(len(lams), len(gammas), squeeze=False, sharex=True, sharey=True)
+    handles = {}
     for r, lam in enumerate(lams):
         for c, gamma in enumerate(gammas):
             ax = axes[r, c]
@@ -77,15 +94,19 @@ def wavelet_grid(grid: dict, path: Path) -> Path:
                 ax.set_axis_off()
                 continue
             _, psi, x = _wavefun(grid["wavelets"][i]["h"])
-            ax.plot(x_db5, psi_db5, color="0.75", lw=0.8)
-            ax.plot(x, psi, color="C3" if i == grid["selected"] else "C0", lw=1.2)
-            ax.set_title(f"val {min(grid['wavelets'][i]['val_rmse']):.4f}", fontsize=8)
+            selected = i == grid["selected"]
+            handles["selected AWD" if selected else "learned (AWD)"], = ax.plot(
+                x, psi, color="C3" if selected else "C0", lw=1.4, zorder=2)
+            handles["DB5 (warm start)"], = ax.plot(x_db5, psi_db5, color="k", lw=0.9, ls="--", zorder=3)
+            ax.set_title(f"$\\lambda$={lam:g}, $\\gamma$={gamma:g}\nval RMSE {min(grid['wavelets'][i]['val_rmse']):.4f}",
+                         fontsize=8)
             if r == len(lams) - 1:
-                ax.set_xlabel(f"$\\gamma$={gamma:g}", fontsize=8)
+                ax.set_xlabel("t (filter taps)", fontsize=8)
             if c == 0:
-                ax.set_ylabel(f"$\\lambda$={lam:g}", fontsize=8)
+                ax.set_ylabel("$\\psi(t)$", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.suptitle("Learned wavelets $\\psi$ (grey: DB5; red: selected)", fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle("Learned wavelets $\\psi$ over the ($\\lambda$, $\\gamma$) grid", fontsize=10)
     return _save(fig, path)
 
 
@@ -95,7 +116,7 @@ def selection_map(grid: dict, path: Path) -> Path:
     values = np.full((len(lams), len(gammas)), np.nan)
     for (lam, gamma), i in where.items():
         values[lams.index(lam), gammas.index(gamma)] = min(grid["wavelets"][i]["val_rmse"])
-    fig = Figure(figsize=(1.2 * len(gammas) + 2.5, 0.8 * len(lams) + 1.8))
+    fig = Figure(figsize=(1.2 * len(gammas) + 2.8, 0.8 * len(lams) + 1.8), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(values, cmap="viridis_r", aspect="auto")
     for r in range(len(lams)):
@@ -107,53 +128,77 @@ def selection_map(grid: dict, path: Path) -> Path:
     ax.set_xlabel("$\\gamma$ (interpretation loss)")
     ax.set_ylabel("$\\lambda$ (sparsity)")
     ax.set_title(f"Val RMSE($\\Omega_m$), best edge; DB5: {min(grid['db5_val_rmse']):.4f}", fontsize=9)
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label="val RMSE($\\Omega_m$)")
     return _save(fig, path)
 
 
 def selected_wavelet(grid: dict, path: Path) -> Path:
-    """phi and psi of the selected wavelet vs DB5, and both sets of 3x3 peak kernels."""
+    """phi and psi of the selected wavelet vs DB5, and both sets of 3x3 peak kernels on one
+    colour scale per row."""
     from domains.cosmology.peaks import extract_patches
 
     sel = grid["wavelets"][grid["selected"]]
     h_db5 = np.asarray(pywt.Wavelet("db5").rec_lo)
     g_db5 = qmf_np(h_db5)
     kernels = {"AWD": np.asarray(sel["kernels"]), "DB5": extract_patches(h_db5, g_db5)}
-    fig = Figure(figsize=(12, 5))
-    gs = fig.add_gridspec(2, 6)
-    for row, (fn, name) in enumerate([(0, "$\\phi$ (scaling function)"), (1, "$\\psi$ (wavelet)")]):
+    fig = Figure(figsize=(13, 5.6), layout="constrained")
+    fig.suptitle(f"Selected wavelet: $\\lambda$={sel['lam']:g}, $\\gamma$={sel['gamma']:g}", fontsize=10)
+    gs = fig.add_gridspec(2, 7, width_ratios=[1.4, 1.4, 1, 1, 1, 1, 0.12])
+    for row, (fn, name, ylabel) in enumerate([(0, "scaling function", "$\\phi(t)$"),
+                                              (1, "wavelet", "$\\psi(t)$")]):
         ax = fig.add_subplot(gs[row, :2])
-        for h, label, color in [(h_db5, "DB5", "0.6"), (np.asarray(sel["h"]), "AWD", "C3")]:
+        for h, label, color, style in [(h_db5, "DB5", "k", "--"), (np.asarray(sel["h"]), "AWD (selected)", "C3", "-")]:
             out = _wavefun(h)
-            ax.plot(out[2], out[fn], color=color, label=label)
-        ax.set_title(name, fontsize=9)
+            ax.plot(out[2], out[fn], color=color, ls=style, label=label)
+        ax.set_title(f"{ylabel} ({name})", fontsize=9)
+        ax.set_xlabel("t (filter taps)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     for row, (label, ks) in enumerate(kernels.items()):
-        vmax = np.abs(ks).max()
+        vmax = float(np.abs(ks).max()) or 1.0
         for k, kname in enumerate(KERNEL_NAMES):
             ax = fig.add_subplot(gs[row, 2 + k])
-            ax.imshow(ks[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            ax.set_title(f"{label} {kname}", fontsize=8)
+            im = ax.imshow(ks[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.set_title(f"{label} {kname} (3x3)", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"Selected wavelet: $\\lambda$={sel['lam']:g}, $\\gamma$={sel['gamma']:g}", fontsize=10)
+        cax = fig.add_subplot(gs[row, 6])
+        fig.colorbar(im, cax=cax, label=f"{label} kernel weight")
     return _save(fig, path)
 
 
-def _spread(n: int, k: int = 4) -> np.ndarray:
+def _spread(n: int, k: int) -> np.ndarray:
+    """Up to ``k`` indices evenly spread over 0..n-1."""
     return np.unique(np.round(np.linspace(0, n - 1, min(n, k))).astype(int))
 
 
+#: x-axis labels of the histogram panels (what a peak's value is).
+_HIST_XLABEL = {"height": "peak height $\\kappa$", "laplace": "Laplace filter at peaks",
+                "roberts": "Roberts cross at peaks", "awd": "AWD {} filter at peaks",
+                "db5": "DB5 {} filter at peaks"}
+#: Most cosmologies drawn in one panel; beyond that an even spread over Omega_m is drawn.
+MAX_HIST_COSMOLOGIES = 12
+
+
 def peak_histograms(npz: Path, path: Path) -> Path:
-    """Mean peak histograms (per map, +- standard error) of a few cosmologies spanning Omega_m."""
+    """Mean peak histograms per map (+- standard error) of every cosmology (an even spread over
+    Omega_m of at most MAX_HIST_COSMOLOGIES, named in the legend), coloured by Omega_m."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
     with np.load(npz, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
-    order = np.argsort(data["cosmology_params"][:, 1])
-    shown = order[_spread(len(order))]
-    panels = [("height", 0, "peak height $\\kappa$"), ("laplace", 0, "Laplace"), ("roberts", 0, "Roberts cross")]
+    params = data["cosmology_params"]
+    order = np.argsort(params[:, 1], kind="stable")
+    shown = order[_spread(len(order), MAX_HIST_COSMOLOGIES)]
+    counts = data.get("cosmology_counts")
+    cmap = colormaps["viridis"]
+    colours = {c: cmap(i / max(1, len(shown) - 1)) for i, c in enumerate(shown)}
+    panels = [("height", 0, "peak height"), ("laplace", 0, "Laplace"), ("roberts", 0, "Roberts cross")]
     panels += [("awd", k, f"AWD {name}") for k, name in enumerate(KERNEL_NAMES)]
     panels += [("db5", k, f"DB5 {name}") for k, name in enumerate(KERNEL_NAMES)]
-    fig = Figure(figsize=(14, 6.5))
+    fig = Figure(figsize=(15, 9.5), layout="constrained")
     axes = fig.subplots(3, 4).ravel()
     for ax, (slug, k, title) in zip(axes[[0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]], panels):
         edges = data[f"{slug}_edges"]
@@ -162,16 +207,24 @@ def peak_histograms(npz: Path, path: Path) -> Path:
         for c in shown:
             mean = data[f"{slug}_mean"][c, k * n_bins:(k + 1) * n_bins]
             sem = data[f"{slug}_sem"][c, k * n_bins:(k + 1) * n_bins]
-            p = data["cosmology_params"][c]
-            line, = ax.plot(centres, mean, lw=1.2, label=f"$\\Omega_m$={p[1]:.3f}, $A_s$={p[2]:.2f}")
-            ax.fill_between(centres, mean - sem, mean + sem, color=line.get_color(), alpha=0.25, lw=0)
+            ax.plot(centres, mean, lw=1.1, color=colours[c])
+            ax.fill_between(centres, mean - sem, mean + sem, color=colours[c], alpha=0.2, lw=0)
         ax.set_title(title, fontsize=9)
+        ax.set_xlabel(_HIST_XLABEL[slug].format(KERNEL_NAMES[k]), fontsize=8)
+        ax.set_ylabel("peaks per map and bin", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.tick_params(labelsize=7)
-    axes[3].set_axis_off()
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[3].legend(handles, labels, fontsize=8, loc="center")
-    fig.suptitle("Mean peak counts per map and bin (training maps, $\\pm$ standard error)", fontsize=10)
-    fig.tight_layout()
+    key = axes[3]
+    key.set_axis_off()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[c], lw=2) for c in shown]
+    labels = [f"$\\Omega_m$={params[c, 1]:.3f}, $10^9A_s$={params[c, 2]:.2f}, $M_\\nu$={params[c, 0]:.2f} eV"
+              + ("" if counts is None else f" ({int(counts[c])} maps)") for c in shown]
+    title = (f"all {len(order)} cosmologies" if len(shown) == len(order)
+             else f"{len(shown)} of {len(order)} cosmologies, evenly spread over $\\Omega_m$")
+    key.legend(handles, labels, fontsize=7, loc="center", title=title, title_fontsize=8)
+    fig.suptitle("Mean peak counts per map and bin (training maps, bands: $\\pm$ standard error)", fontsize=10)
     return _save(fig, path)
 
 
@@ -199,29 +252,35 @@ def predicted_vs_true(predictions: Path, table: Path, path: Path) -> Path:
     return _save(fig, path)
 
 
-def attribution_map(npz: Path, path: Path) -> Path:
+def attribution_map(npz: Path, path: Path, pixel_arcmin: float | None = None) -> Path:
     """The map, its reconstruction from the top wavelet coefficients by TRIM attribution, its
-    input gradient and the top pixels by |input gradient|."""
+    input gradient and the top pixels by |input gradient|; axes in arcmin when the pixel scale is
+    known (``pixel_arcmin``), else in pixels."""
     with np.load(npz, allow_pickle=False) as z:
         d = {k: z[k] for k in z.files}
-    fig = Figure(figsize=(14, 3.8))
+    n = d["original"].shape[-1]
+    scale, unit = (pixel_arcmin, "arcmin") if pixel_arcmin else (1.0, "pixels")
+    extent = [0.0, n * scale, 0.0, n * scale]
+    fig = Figure(figsize=(15, 4.4), layout="constrained")
     axes = fig.subplots(1, 4)
     vmax = np.percentile(d["original"], 99.5)
     vmin = d["original"].min()
-    panels = [(d["original"], "original $\\kappa$", "magma", vmin, vmax),
+    panels = [(d["original"], "original map", "magma", vmin, vmax, "convergence $\\kappa$"),
               (d["reconstruction"], f"top {int(d['n_coefficients_kept'])} of {int(d['n_coefficients'])} "
-               "coefficients\n(TRIM attribution)", "magma", None, None)]
+               "coefficients\n(TRIM attribution)", "magma", None, None, "reconstructed $\\kappa$")]
     g = d["pixel_gradient"]
     gmax = np.abs(g).max() or 1.0
-    panels.append((g, "pixel attribution $\\partial \\Omega_m / \\partial \\kappa$", "RdBu_r", -gmax, gmax))
+    panels.append((g, "pixel attribution", "RdBu_r", -gmax, gmax,
+                   "$\\partial \\Omega_m / \\partial \\kappa$ (teacher)"))
     panels.append((np.where(d["top_pixels"], d["original"], np.nan), f"top {int(d['top_pixels'].sum())} pixels",
-                   "magma", vmin, vmax))
-    for ax, (img, title, cmap, lo, hi) in zip(axes, panels):
-        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, origin="lower")
+                   "magma", vmin, vmax, "convergence $\\kappa$"))
+    for ax, (img, title, cmap, lo, hi, label) in zip(axes, panels):
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, origin="lower", extent=extent)
         ax.set_title(title, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_xlabel(f"x ({unit})", fontsize=8)
+        ax.set_ylabel(f"y ({unit})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=label)
     fig.suptitle(f"Test map: $\\Omega_m$={float(d['target_true']):.4f} (teacher {float(d['target_pred']):.4f})",
                  fontsize=10)
     return _save(fig, path)
