@@ -18,6 +18,7 @@ FIGURES = {"example_traces.png", "wavelet.png", "aux_fraction_vs_lifetime.png", 
            "feature_reconstruction.png", "predicted_vs_true.png", "selection.png"}
 
 
+@pytest.mark.slow
 def test_outputs_only_tree_runs_end_to_end(tmp_path):
     root = tmp_path / "export"
     cells = write_cmeanalysis_export(root, n_cells=4, n_tracks=160, n_frames=120, seed=4)

@@ -156,12 +156,9 @@ def aux_fraction_vs_lifetime(tracks: pd.DataFrame, path: Path) -> Path:
     ax = fig.subplots()
     ax.errorbar(x, frac, yerr=se, fmt="o-", color=COLORS["auxilin"], capsize=3, label="this data")
     ax.plot(x, REAL_AUX_FRACTION["fraction"], "s--", color="0.5", label="real SUM159 cells (cme.md)")
-    for xi, ni, fi in zip(x, n, frac):
-        if ni:
-            ax.annotate(f"n={ni}", (xi, fi), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
-    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_xticks(x, [f"{label}\nn={ni}" for label, ni in zip(labels, n)], fontsize=8)
     ax.set_ylim(0, 1.08)
-    ax.set_xlabel("lifetime (s)")
+    ax.set_xlabel("lifetime (s); n = tracks per bin")
     ax.set_ylabel("aux+ fraction")
     ax.set_title("Auxilin-positive fraction vs lifetime (catIdx 1 tracks)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
