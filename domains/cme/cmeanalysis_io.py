@@ -88,13 +88,29 @@ def _is_ref_dataset(obj: Any) -> bool:
     return isinstance(obj, h5py.Dataset) and h5py.check_dtype(ref=obj.dtype) is not None
 
 
+def _double(data: np.ndarray) -> np.ndarray:
+    data = data.T
+    return data.reshape(1, -1) if data.ndim < 2 else data
+
+
+def _deref(ref: h5py.Reference, file: h5py.File) -> Any:
+    """The object ``ref`` points to, as :func:`_from_h5` returns it; MATLAB doubles (most of a
+    struct array's elements) are read through the low-level API, about twice as fast."""
+    oid = h5py.h5r.dereference(ref, file.id)
+    if isinstance(oid, h5py.h5d.DatasetID) and oid.dtype == np.float64:
+        data = np.empty(oid.get_space().shape, dtype=np.float64)
+        if data.size:
+            oid.read(h5py.h5s.ALL, h5py.h5s.ALL, data)
+        return _double(data)
+    return _from_h5(file[ref], file)
+
+
 def _from_h5(obj: h5py.HLObject, file: h5py.File) -> Any:
     """A MAT v7.3 group/dataset as plain Python (see :func:`load_mat`)."""
     if isinstance(obj, h5py.Dataset) and obj.dtype == np.float64:
         # MATLAB doubles (most of a ProcessedTracks.mat): no attribute changes their meaning
         # (empty arrays are stored as uint64 shapes), so skip the slow attribute reads
-        data = np.asarray(obj[()]).T
-        return data.reshape(1, -1) if data.ndim < 2 else data
+        return _double(np.asarray(obj[()]))
     cls = _h5_class(obj)
     empty = bool(obj.attrs.get("MATLAB_empty", 0)) or cls == "canonical empty"
     if isinstance(obj, h5py.Group):
@@ -103,13 +119,14 @@ def _from_h5(obj: h5py.HLObject, file: h5py.File) -> Any:
         names = obj.attrs.get("MATLAB_fields")
         fields = ([b"".join(np.asarray(n).ravel()).decode() for n in names] if names is not None
                   else sorted(obj.keys()))
-        if any(_is_ref_dataset(obj[f]) and _h5_class(obj[f]) is None for f in fields):
+        members = {f: obj[f] for f in fields}
+        if any(_is_ref_dataset(m) and _h5_class(m) is None for m in members.values()):
             # struct array: each field is an array of references, one per element
-            refs = {f: obj[f][()].ravel() for f in fields}
+            refs = {f: m[()].ravel() for f, m in members.items()}
             n = len(next(iter(refs.values())))
-            elements = [{f: _from_h5(file[refs[f][i]], file) for f in fields} for i in range(n)]
+            elements = [{f: _deref(refs[f][i], file) for f in fields} for i in range(n)]
             return elements[0] if n == 1 else elements
-        return {f: _from_h5(obj[f], file) for f in fields}
+        return {f: _from_h5(m, file) for f, m in members.items()}
     if cls == "cell" or (cls is None and _is_ref_dataset(obj)):
         return [] if empty else [_from_h5(file[ref], file) for ref in obj[()].ravel()]
     if empty:
