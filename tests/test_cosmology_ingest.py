@@ -561,3 +561,18 @@ def test_configured_pixel_scale_must_agree_with_the_headers(tmp_path):
         pytest.approx(6.5625)
     with pytest.raises(InputError, match=r"header gives 6.562 arcmin per pixel but cosmology.data.pixel_arcmin=0.41"):
         load_maps(tmp_path, redshift=1.0, target_size=32, pixel_arcmin=0.41)
+
+
+def test_values_unlike_convergence_and_header_units_are_warned(tmp_path, caplog):
+    for r in (1, 2):  # S/N-like maps (sigma 1) with a unit in the header
+        put(tmp_path, FID_DIR, f"WLconv_z1.00_{r:04d}r.fits", random_map(r) * 50, {"BUNIT": "sigma"})
+    with caplog.at_level("WARNING"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+    assert "median standard deviation of the maps is 1" in caplog.text and "not shear, S/N" in caplog.text
+    assert "header unit(s) ['sigma']" in caplog.text
+    assert "2 of 2 files give no pixel scale in the header (ANGLE or WCS CDELT); using assumed" in caplog.text
+    caplog.clear()
+    small_tree(tmp_path / "ok")
+    with caplog.at_level("WARNING"):
+        load_maps(tmp_path / "ok", redshift=1.0, target_size=32, pixel_arcmin=1.0)
+    assert caplog.text == ""

@@ -410,6 +410,7 @@ def _read_image(path: Path):
     return data, header
 
 
+_DIMENSIONLESS = {"", "dimensionless", "none", "1", "kappa", "convergence"}
 _ANGLE_UNITS = {"deg": 60.0, "degree": 60.0, "degrees": 60.0, "arcmin": 1.0, "arcsec": 1.0 / 60.0}
 
 
@@ -501,6 +502,7 @@ def read_convergence_map(path: str | Path, *, target_size: int | None, rebin: in
         "m_nu": _header_float(header, "M_NU", path),
         "a_s": None if a_s is None else (a_s * 1e9 if a_s < 1e-6 else a_s),
         "n_nonfinite": n_bad, "byteorder": byteorder,
+        "unit": str(header.get("BUNIT", header.get("UNIT", ""))).strip(),
     }
     return out, info
 
@@ -666,14 +668,24 @@ def load_maps(root: str | Path, *, redshift: float, target_size: int | None,
             source = (f"assumed: MassiveNuS side of {MASSIVENUS_SIDE_DEG} deg over {npix_file} pixels; "
                       "set cosmology.data.pixel_arcmin if your maps differ")
             native = MASSIVENUS_SIDE_DEG * 60.0 / npix_file
-        log.info("%d of %d files give no pixel scale in the header (ANGLE or WCS CDELT)", len(infos) - len(known),
-                 len(infos))
+        (log.info if pixel_arcmin is not None else log.warning)(
+            "%d of %d files give no pixel scale in the header (ANGLE or WCS CDELT); using %s", len(infos) - len(known),
+            len(infos), source)
     else:
         source, native = "file headers", known[0]
     working = native * factor
     log.info("pixel scale: native %.4f arcmin (%d px, %s), working %.4f arcmin (%d px%s)", native, npix_file, source,
              working, first.shape[0], f", {factor}x{factor} block means" if factor > 1 else "")
 
+    units = sorted({i["unit"] for i in infos if i["unit"].lower() not in _DIMENSIONLESS})
+    if units:
+        log.warning("header unit(s) %s: convergence is dimensionless; the maps are read as kappa values "
+                    "unchanged, so check that the files hold kappa", units)
+    sigma = float(np.median(maps[: min(len(maps), 64)].std(axis=(1, 2))))
+    if not 1e-3 <= sigma <= 0.3:
+        log.warning("median standard deviation of the maps is %.3g, unlike weak-lensing convergence (about "
+                    "0.005-0.05 at arcmin pixels); the heads' bins are absolute kappa values (peak heights "
+                    "-0.03 to 0.19): check that the files hold kappa, not shear, S/N or rescaled values", sigma)
     patched = np.flatnonzero(nonfinite)
     for i in patched:
         log.warning("%s: %d NaN/inf pixels set to %s (cosmology.data.nan_policy='%s')", files[i], nonfinite[i],
