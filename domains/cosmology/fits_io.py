@@ -324,7 +324,8 @@ def scan_tree(root: str | Path, redshift: float) -> pd.DataFrame:
         by_reason: dict[str, list[str]] = {}
         for rel, reason in scan.skipped:
             by_reason.setdefault(reason, []).append(str(rel))
-        log.warning("%s: %d entries not read:\n%s", root, len(scan.skipped),
+        log.warning("%s: %d %s not read:\n%s", root, len(scan.skipped),
+                    "entry" if len(scan.skipped) == 1 else "entries",
                     "\n".join(f"  {reason}: {', '.join(paths)}" for reason, paths in by_reason.items()))
     table = pd.DataFrame(scan.rows)
     ids = {t: i for i, t in enumerate(sorted(scan.folders))}
@@ -720,23 +721,23 @@ def _split_counts(split: Mapping[str, float] | Sequence[float], n: int) -> list[
     if isinstance(split, Mapping):
         unknown = set(split) - set(_SPLITS)
         if unknown:
-            raise InputError(None, f"split: unknown names {sorted(unknown)}; expected {_SPLITS}")
+            raise InputError(None, f"cosmology.data.split: unknown names {sorted(unknown)}; expected {_SPLITS}")
         values = [split.get(name, 0) for name in _SPLITS]
     else:
         values = list(split)
         if len(values) != 3:
-            raise InputError(None, f"split: expected 3 values (train, val, test), got {values}")
+            raise InputError(None, f"cosmology.data.split: expected 3 values (train, val, test), got {values}")
     if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or v < 0
            for v in values):
-        raise InputError(None, f"split: values must be non-negative numbers, got {values}")
+        raise InputError(None, f"cosmology.data.split: values must be non-negative numbers, got {values}")
     if all(isinstance(v, (int, np.integer)) for v in values) and sum(values) > 1:
         if sum(values) != n:
-            raise InputError(None, f"split: counts {values} sum to {sum(values)}, but there are {n} "
+            raise InputError(None, f"cosmology.data.split: counts {values} sum to {sum(values)}, but there are {n} "
                                    "realisations per cosmology")
         return [int(v) for v in values]
     fractions = np.asarray(values, dtype=float)
     if not math.isclose(fractions.sum(), 1.0, abs_tol=1e-6):
-        raise InputError(None, f"split: fractions {values} do not sum to 1")
+        raise InputError(None, f"cosmology.data.split: fractions {values} do not sum to 1")
     # largest-remainder rounding; every split with a positive fraction gets >= 1 when possible
     raw = fractions * n
     counts = np.floor(raw).astype(int)
