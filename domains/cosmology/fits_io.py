@@ -1,38 +1,56 @@
-"""Ingest of convergence maps as MassiveNuS distributes them (real or mock, one code path).
+"""Ingest of convergence-map trees as MassiveNuS distributes them and as AWD's authors prepared
+them (real or mock, one code path).
 
-Layout (parameters only in the folder name; ``a_s`` is 10^9 A_s)::
+MassiveNuS layout (parameters only in the folder name; ``a_s`` is 10^9 A_s)::
 
     <root>/convergence_gal_mnv{M_nu:.5f}_om{Omega_m:.5f}_As{10^9 A_s:.4f}/
         Maps{10 z_s:02d}/WLconv_z{z_s:.2f}_{r:04d}r.fits
 
+AWD layout (``awave/data/cosmology.py``; row i of the parameter file is ``model{i:03d}``)::
+
+    <data>/cosmological_parameters.txt
+    <data>/z1_256/model%03d/WLconv_z1.00_%04dr.fits
+
+``root`` may hold the ``model%03d`` folders directly or in one subfolder; the parameter file is
+looked for beside them, then one folder up. Both layouts may sit under one root.
+
 Any realisation numbering is accepted (0000 or 0001 first, any number of digits, gaps), files
-may be gzipped (``.fits.gz``). A file is one 2-D image in the primary HDU (or the first image
-extension), float32/float64 in either byte order, with a bare header or a LensTools header
-(``ANGLE`` side in degrees, ``Z``, ``OMEGA_M``, ...). Folders whose names do not start with
-``convergence`` and files that do not start with ``WLconv_`` are ignored.
+may be gzipped (``.fits.gz``). A file is one 2-D image (the primary HDU or the one image
+extension; tile-compressed and BSCALE-scaled integer images included), float32/float64 in
+either byte order, with a bare header, a LensTools header (``ANGLE`` side in degrees, ``Z``,
+``OMEGA_M``, ...) or a linear WCS (``CDELT``/``CD`` with ``CUNIT``). Everything under the root
+that is not read (other redshifts, junk files and folders) is listed in one warning with the
+reason, and returned with the scan.
 
 Public API
 ----------
-``scan_massivenus_tree(root, redshift) -> pandas.DataFrame``
-    one row per map file: ``path, m_nu, omega_m, a_s, realisation, cosmology`` (cosmology ids
-    0..n-1 follow the sorted unique (m_nu, omega_m, a_s) triples), sorted by cosmology, realisation.
+``scan_tree(root, redshift) -> pandas.DataFrame``
+    one row per map file: ``path, m_nu, omega_m, a_s, realisation, layout, cosmology``
+    (cosmology ids 0..n-1 follow the sorted unique (m_nu, omega_m, a_s) triples), sorted by
+    cosmology, realisation; ``attrs['skipped']`` and ``attrs['folders']``.
+    ``scan_massivenus_tree`` is the same without ``layout``.
+``read_parameter_file(path) -> (n, 3) array`` of AWD's ``cosmological_parameters.txt``.
 ``read_convergence_map(path, *, target_size, rebin="auto", nan_policy="error", pixel_arcmin=None)``
     ``-> (float32 (target_size, target_size) array, info dict)``; 2x2 (or k x k) block means
     when the file is larger than ``target_size``.
 ``load_maps(root, *, redshift, target_size, max_per_cosmology=None, threads=1, rebin="auto",``
 ``nan_policy="error", pixel_arcmin=None) -> MapSet``
-    every map of the tree, checked for consistency, stacked in scan order.
+    every map of the tree, checked for consistency, stacked in scan order; logs maps per
+    cosmology, NaN patches and the native and working pixel scales.
 ``split_maps(mapset, split, seed=0) -> ndarray of 'train'/'val'/'test'``
     by realisation number, identical for every cosmology (MassiveNuS shares the initial
     conditions of a realisation across cosmologies), deterministic.
 ``block_mean(image, factor) -> ndarray``: mean over factor x factor blocks.
 ``massivenus_dir_name``, ``maps_dir_name``, ``map_file_name``: the layout's names.
 
-Every problem with a file (not FITS, truncated, not 2-D, not square, all-NaN, constant, NaNs
-under ``nan_policy="error"``, a size that cannot become ``target_size``, sizes or angles that
-differ between files, a header redshift that contradicts the folder, unparseable or unknown
-parameters in a folder name, two folders with the same parameters, duplicate realisations)
-raises :class:`awd.io.InputError` naming the file or folder. Nothing is written here.
+Every problem with a file (not FITS, truncated, not 2-D, not square, several images, integer
+pixels without BSCALE, all-NaN, constant, NaNs under ``nan_policy="error"``, a size that cannot
+become ``target_size``, sizes or pixel scales that differ between files or from
+``pixel_arcmin``, ANGLE and WCS that disagree, a header redshift that contradicts the folder,
+unparseable or unknown parameters in a folder name, a model folder without a parameter row,
+two folders with the same parameters, duplicate realisations) raises
+:class:`awd.io.InputError` naming the file or folder (every bad file at once where files are
+read) and the config key to change. Nothing is written here.
 """
 from __future__ import annotations
 
