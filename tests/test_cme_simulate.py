@@ -306,3 +306,26 @@ def test_dataset_layout_round_trip_and_threads(tmp_path):
     with pytest.raises(InputError, match="not replacing"):
         sim.write_simulated_dataset(tmp_path / "real", cfg, n_cells=1, seed=1)
     assert (tmp_path / "real" / "keep.txt").read_text() == "lab data"
+
+
+def test_burst_amplitude_follows_the_coat_with_the_set_correlation():
+    """aux_clathrin_correlation couples a productive pit's log burst amplitude to its log
+    clathrin peak with that correlation, keeps both log-normal marginals, and 0 leaves every
+    draw as it was."""
+    mask = np.ones((256, 256), dtype=bool)
+    base = replace(SMALL, n_frames=300)
+    draws = {}
+    for rho in (0.0, 0.7):
+        cfg = sim.SimulationConfig.from_dict({**base.to_dict(), "aux_clathrin_correlation": rho})
+        events, bursts = sim._draw_events(cfg, np.random.default_rng(11), mask)  # the movie-free part
+        first = bursts.groupby("event").first()
+        prod = events.index[events["cls"] == 0].intersection(first.index)
+        draws[rho] = (np.log(events.loc[prod, "peak"].to_numpy()), np.log(first.loc[prod, "amplitude"].to_numpy()))
+    clathrin, aux = draws[0.7]
+    assert len(prod) > 400
+    assert abs(np.corrcoef(clathrin, aux)[0, 1] - 0.7) < 0.08
+    assert abs(np.corrcoef(*draws[0.0])[0, 1]) < 0.1
+    assert stats.kstest(aux, stats.norm(math.log(base.aux_peak_median), base.aux_peak_sigma).cdf).pvalue > 1e-3
+    np.testing.assert_array_equal(draws[0.0][0], clathrin)  # the clathrin draws are untouched
+    with pytest.raises(InputError, match="aux_clathrin_correlation"):
+        sim.SimulationConfig.from_dict({"aux_clathrin_correlation": 1.5})
