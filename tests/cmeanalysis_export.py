@@ -5,7 +5,7 @@ way MATLAB writes them, in the cmeAnalysis folder tree, with no movies and no sl
   reads "MATLAB 7.3 MAT-file", arrays stored transposed so h5py shows MATLAB's shape
   reversed, a ``MATLAB_class`` attribute on every variable, logicals as uint8, struct arrays
   as groups of object-reference arrays into ``#refs#``, empty arrays as their shape with
-  ``MATLAB_empty``).
+  ``MATLAB_empty``, larger arrays deflated in chunks).
 * :func:`processed_tracks`: tracks with the fields and conventions ``runTrackProcessing.m``
   gives them (1-based frames ``f``, times ``t = (f-1) dt``, per-frame fields nCh x L,
   start/end buffers with ``t`` but no ``f``, empty ``[]`` where MATLAB leaves fields empty,
@@ -98,7 +98,9 @@ class _Mat73Writer:
                 ds.attrs["MATLAB_empty"] = np.uint8(1)
             else:
                 data = arr.T.astype(np.uint8 if cls == "logical" else np.float64)
-                ds = parent.create_dataset(name, data=data)
+                # save -v7.3 deflates larger arrays in chunks (hence ~1-2 MB lifetimeData per real cell)
+                ds = parent.create_dataset(name, data=data, **({"compression": "gzip", "compression_opts": 3}
+                                                               if data.size >= 1000 else {}))
             ds.attrs["MATLAB_class"] = np.bytes_(cls)
 
 
