@@ -39,14 +39,18 @@ the shape noise, all from one generator seeded with ``seed``.
 Public API
 ----------
 ``HALO_DEFAULTS``: the halo-model settings (keys of ``halo=``).
-``HaloModel(params, *, side_deg, z_source=1, **HALO_DEFAULTS)``: the cells of the light cone
+``light_cone_cells(omega_m, a_s, m_nu, h, n_s, omega_b, side_deg, z_source, mass_min, mass_max, n_mass,``
+``n_z)``: the cached pyccl part (cell arrays).
+``HaloModel(params, *, side_deg, z_source=1, mass_min, mass_max, n_mass, n_z)``: the cells of the light cone
     (``z``, ``mass``, ``expected`` counts, ``amplitude`` in sr, ``theta_s``, ``theta_200``,
     ``concentration``), ``cl_1h(ell)``, ``mean_kappa()``, ``n_expected``.
 ``HaloMapGenerator(cosmology, *, npix, side_deg, z_source=1, rebin=1, halo=None, resolution_ell,``
 ``shape_noise, smoothing_arcmin, workers)``: ``.generate(seed)`` as :class:`.mock.MapGenerator`;
     ``.input_cl`` (target C_ell T on the grid), ``.halo_cl`` (1-halo power of the painted
-    templates, T included), ``.background_cl``, ``.halo_field(rng)``.
+    templates, T included), ``.background_cl``, ``.clipped_fraction`` (grid modes where C_1h >
+    C_halofit), ``.halo_field(rng)``.
 ``nfw_fourier(x, c) -> array``: truncated-NFW Fourier transform, u(0) = 1, x = k r_s.
+``template_profile_error(gen) -> array``: painted over exact per-cell 1-halo power on the grid.
 """
 from __future__ import annotations
 
