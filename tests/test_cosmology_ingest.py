@@ -576,3 +576,28 @@ def test_values_unlike_convergence_and_header_units_are_warned(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         load_maps(tmp_path / "ok", redshift=1.0, target_size=32, pixel_arcmin=1.0)
     assert caplog.text == ""
+
+
+def test_trees_without_maps_say_what_was_found_and_what_to_provide(tmp_path):
+    (tmp_path / "kappaTNG").mkdir()
+    (tmp_path / "kappaTNG" / "sample_map.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(InputError, match=r"convert other formats.*found: kappaTNG \(neither a MassiveNuS"):
+        load_maps(tmp_path, redshift=1.0, target_size=32)
+    path = tmp_path / "t.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("K", "E", array=np.ones(4))])]
+                 ).writeto(path)
+    with pytest.raises(InputError, match="no image data .*HEALPix"):
+        read_convergence_map(path, target_size=None)
+
+
+def test_one_cosmology_is_refused_by_the_ingest(tmp_path):
+    from awd.config import validate
+    from awd.domain import get_domain
+
+    small_tree(tmp_path / "raw", folders=(FID_DIR,), realisations=(1, 2, 3, 4))
+    dom = get_domain("cosmology", "domains.cosmology")
+    cfg = validate({"data": {"source": "files", "root": str(tmp_path / "raw"), "target_size": 32,
+                             "split": [0.5, 0.25, 0.25]}}, dom.schema_path, where="cosmology")
+    with pytest.raises(InputError, match="one cosmology only; predicting Omega_m needs maps of at least 2"):
+        dom.ingest(cfg, tmp_path / "raw", tmp_path / "data")
+    assert not (tmp_path / "data").exists()

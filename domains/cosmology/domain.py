@@ -173,7 +173,10 @@ def _check_pixel_scale(working: float, native: float, npix_file: int) -> None:
 
 
 def _check_split(raw_dir: Path, split: np.ndarray, cosmology: np.ndarray) -> None:
-    """Every split non-empty, every cosmology with >= 2 training maps (chi^2 covariances)."""
+    """Every split non-empty, >= 2 cosmologies, every cosmology with >= 2 training maps (chi^2 covariances)."""
+    if len(np.unique(cosmology)) < 2:
+        raise InputError(raw_dir, "holds maps of one cosmology only; predicting Omega_m needs maps of at least 2 "
+                                  "cosmologies")
     for name in ("train", "val", "test"):
         if not np.any(split == name):
             raise InputError(raw_dir, f"the '{name}' split is empty; use more maps or change cosmology.data.split")

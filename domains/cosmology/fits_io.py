@@ -336,8 +336,11 @@ def scan_tree(root: str | Path, redshift: float) -> pd.DataFrame:
             scan.skipped.append((entry.relative_to(root), "a file at the top of the tree (maps are read from "
                                                           "convergence_gal_*/Maps* or model### folders)"))
     if not scan.rows:
+        found = "; ".join(f"{rel} ({reason})" for rel, reason in scan.skipped[:8])
         raise InputError(root, "contains no convergence_gal_mnv*_om*_As* folders and no AWD model### folders "
-                               "(set cosmology.data.root to the folder holding them)")
+                               "(set cosmology.data.root to the folder holding them; convert other formats, e.g. "
+                               "HDF5 or .npy maps, to one FITS image per map in either layout)"
+                               + (f"; found: {found}" if found else ""))
     if scan.skipped:
         by_reason: dict[str, list[str]] = {}
         for rel, reason in scan.skipped:
@@ -390,7 +393,8 @@ def _image_hdu(hdul, path: Path):
     """The one HDU of ``hdul`` holding an image; InputError for none or several."""
     images = [(i, hdu) for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) > 0]
     if not images:
-        raise InputError(path, "FITS file contains no image data")
+        raise InputError(path, "FITS file contains no image data (expected a 2-D image HDU; tables and HEALPix "
+                               "maps are not flat patches)")
     if len(images) > 1:
         desc = ", ".join(f"HDU {i} '{hdu.name}' " + "x".join(str(hdu.header.get(f"NAXIS{k}", "?"))
                                                             for k in range(hdu.header["NAXIS"], 0, -1))
