@@ -507,6 +507,7 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
     steps_per_epoch = math.ceil(n / bs)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     where = f"lambda={lam:g} gamma={gamma:g}"
+    first: dict[str, float] = {}  # mean size of each loss term over the first epoch (logged)
     for epoch in tqdm(range(start, cfg.epochs), desc=where, disable=not show, initial=start, total=cfg.epochs):
         order = torch.randperm(n, generator=gen)
         total = 0.0
@@ -539,7 +540,15 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
                 raise TrainingDiverged(f"distill {at}: ||h|| = {norm:.4g} exceeds max_filter_norm "
                                        f"{cfg.max_filter_norm:g}")
             total += float(loss.detach()) * len(idx)
+            if epoch == 0:
+                for key, value in as_floats(terms).items():
+                    first[key] = first.get(key, 0.0) + value * len(idx) / n
         history.append(total / n)
+        if epoch == 0:
+            log.info("distill %s: first-epoch mean loss terms (%s normalisation): %s; weighted: lambda x sparsity "
+                     "= %.4g, gamma x interpretation = %.4g", where, cfg.normalization,
+                     ", ".join(f"{k}={v:.4g}" for k, v in first.items()), lam * first.get("sparsity", 0.0),
+                     gamma * first.get("interpretation", 0.0))
         ckpt.save(done, point, {"h": dwt.h.detach().cpu().clone(), "optimizer": opt.state_dict(),
                                 "generator": gen.get_state(), "epoch": epoch + 1,
                                 "history": torch.tensor(history, dtype=torch.float64)})

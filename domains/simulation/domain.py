@@ -33,7 +33,7 @@ class SimulationDomain(Domain):
     target = "y"
     metric = "distance"
     paper_source = "the paper reports this study as figures (distance against gamma), not as a table"
-    # what each stage reads (awd.stages); the code is all in this module
+    # what each stage reads and runs (awd.stages); figures read the whole section
     stage_config = {
         "simulate": ("data", "truth", "distill.mode"),
         "ingest": ("data",),
@@ -41,7 +41,7 @@ class SimulationDomain(Domain):
         "distill": ("distill", "init", "model", "teacher.seed", "teacher.loss"),
         "heads": ("truth", "selection", "init", "model", "teacher.seed", "teacher.loss"),
     }
-    stage_code = {stage: () for stage in ("simulate", "ingest", "teacher", "distill", "heads", "figures")}
+    stage_code = {"simulate": (), "ingest": (), "teacher": (), "distill": (), "heads": (), "figures": ("figures.py",)}
     extra_outputs = {"heads": ["grid.csv", "selection.json"]}
 
     def simulate(self, cfg: dict, raw_dir: Path, threads: int = 1) -> None:
@@ -118,41 +118,6 @@ class SimulationDomain(Domain):
         return summary
 
     def figures(self, cfg: dict, results_dir: Path, raw_dir: Path, fig_dir: Path) -> list[Path]:
-        import matplotlib.pyplot as plt
+        from domains.simulation.figures import draw_all
 
-        from awd.distill import load_results
-        from awd.figures import save_png
-        from awd.wavelet import wavefun
-
-        grid = [r for p in sorted((results_dir / "distill").glob("lambda_*.json")) for r in load_results(p)]
-        points = pd.read_csv(results_dir / "grid.csv")
-        truth = np.asarray(pywt.Wavelet(cfg["truth"]["wave"]).rec_lo)
-        written = []
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for lam, part in points.groupby("lam"):
-            ax.plot(part["gamma"], part["distance"], "o-", label=f"lambda = {lam:g}")
-        ax.set_xscale("symlog", linthresh=min([g for g in points["gamma"] if g > 0], default=1e-3))
-        ax.set_xlabel("gamma (interpretation loss weight)")
-        ax.set_ylabel("distance to the true wavelet")
-        ax.set_title("Recovery of the ground-truth wavelet")
-        ax.legend()
-        fig.tight_layout()
-        written.append(save_png(fig, fig_dir / "distance_vs_gamma.png"))
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        x, _, psi = wavefun(truth)
-        ax.plot(x, psi, "k-", lw=2, label=f"truth ({cfg['truth']['wave']})")
-        x, _, psi = wavefun(grid[0].init_h)
-        ax.plot(x, psi, ":", label="initial")
-        for r in grid:
-            if r.gamma in (min(g.gamma for g in grid), max(g.gamma for g in grid)):
-                x, _, psi = wavefun(r.h)
-                ax.plot(x, psi, label=f"learned, lambda={r.lam:g}, gamma={r.gamma:g}")
-        ax.set_title("Wavelet psi: truth, start and learned")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(save_png(fig, fig_dir / "learned_wavelets.png"))
-        plt.close(fig)
-        return written
+        return draw_all(cfg, Path(results_dir), Path(fig_dir))
