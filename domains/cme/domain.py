@@ -344,18 +344,19 @@ class CMEDomain(Domain):
         X, y, cell_of, track_id, info = X[used], y[used], cell_of[used], track_id[used], info[used]
         split = validation_split(np.array([split_of[c] for c in cell_of], dtype="U5"), d["val_fraction"],
                                  d["split_seed"])
-        missing = [s for s in ("train", "test") if not np.any(split == s)]
-        if missing:
-            raise InputError(raw_dir, f"no {missing[0]} tracks pass the filters (catIdx "
-                                      f"{cfg['labels']['categories']}, lifetime > {cfg['labels']['min_lifetime']} "
-                                      f"frames, 95 % purity lifetime thresholds, hotspots removed)")
         group = np.array([ids[c] for c in cell_of], dtype=np.int64)
         info = info.reset_index(drop=True)
         info.insert(1, "cell_id", group)
         info["split"] = split
+        write_funnel(out_dir / "funnel.csv", funnel, info, ids, split_of, cfg)
+        missing = [s for s in ("train", "test") if not np.any(split == s)]
+        if missing:
+            raise InputError(raw_dir, f"no {missing[0]} tracks pass the filters (catIdx "
+                                      f"{cfg['labels']['categories']}, lifetime > {cfg['labels']['min_lifetime']} "
+                                      f"frames, 95 % purity lifetime thresholds, hotspots removed); the funnel "
+                                      f"above in the log shows where each cell's tracks were dropped")
         _write_parquet(out_dir / "traces.parquet", info)
         _write_csv(out_dir / "cells.csv", cells)
-        write_funnel(out_dir / "funnel.csv", funnel, info, ids, split_of, cfg)
         counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
         meta = {"source": d["source"], "units": {"X": "clathrin amplitude z-scored per cell",
                                                  "auxilin": "Y_sig_mean z-scored per cell"},
