@@ -704,3 +704,5 @@ def test_output_tree_without_movies_or_slave_folder_and_missing_outputs(tmp_path
             r"missing for the cells \['Cell1_1s', 'Cell2_1s', 'Cell3_1s'\]")
     _expect("a", lambda: cio.scan_output_tree(tmp_path / "a", master="mCherry"), "no cell folders with a 'mCherry'")
     _expect("a", lambda: cio.scan_output_tree(tmp_path / "a", condition="GAK"), "conditions: \\['A7D2'\\]")
+    _expect("A7D2", lambda: cio.scan_output_tree(tmp_path / "a" / "A7D2"), "folder above it")
+    _expect("Cell1_1s", lambda: cio.scan_output_tree(cells[0]), "two levels higher")

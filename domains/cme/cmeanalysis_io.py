@@ -591,9 +591,14 @@ def scan_output_tree(root: str | Path, *, master: str = MASTER, source: str = "a
     if not rows:
         where = f"condition {condition!r} (cme.data.condition; conditions: {conditions})" \
             if condition is not None else "any condition folder"
+        hint = ""
+        if (root / master).is_dir():
+            hint = "; the data root is a cell folder: point cme.data.root two levels higher"
+        elif any((p / master).is_dir() for p in root.iterdir() if p.is_dir()):
+            hint = "; the data root holds the cell folders: point cme.data.root at the folder above it"
         raise InputError(root, f"no cell folders with a '{master}' subfolder in {where}; expected "
                          f"<root>/<condition>/<cell>/{master}/{{Tracking/ProcessedTracks.mat,"
-                         f"Analysis/lifetimeData.mat}} (cme.data.master names the folder)")
+                         f"Analysis/lifetimeData.mat}} (cme.data.master names the folder){hint}")
     table = pd.DataFrame(rows)
     if source == "auto":
         source = next((kind for kind in OUTPUT_FILES if table[kind].any()), None)
