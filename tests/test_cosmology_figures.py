@@ -90,7 +90,7 @@ def test_peak_histograms_show_every_cosmology_with_10e9_as(drawn):
     legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
     texts = [t.get_text() for t in legend.get_texts()]
     assert len(texts) == N_COSMO and legend.get_title().get_text() == f"all {N_COSMO} cosmologies"
-    assert all("$10^9A_s$" in t and "(40 maps)" in t for t in texts)
+    assert all("$10^9A_s$" in t and "(40 training maps)" in t for t in texts)
     height = fig.axes[0]
     assert height.get_xlabel() == "peak height $\\kappa$" and len(height.lines) == N_COSMO
 

@@ -220,7 +220,7 @@ def peak_histograms(npz: Path, path: Path) -> Path:
 
     handles = [Line2D([], [], color=colours[c], lw=2) for c in shown]
     labels = [f"$\\Omega_m$={params[c, 1]:.3f}, $10^9A_s$={params[c, 2]:.2f}, $M_\\nu$={params[c, 0]:.2f} eV"
-              + ("" if counts is None else f" ({int(counts[c])} maps)") for c in shown]
+              + ("" if counts is None else f" ({int(counts[c])} training maps)") for c in shown]
     title = (f"all {len(order)} cosmologies" if len(shown) == len(order)
              else f"{len(shown)} of {len(order)} cosmologies, evenly spread over $\\Omega_m$")
     key.legend(handles, labels, fontsize=7, loc="center", title=title, title_fontsize=8)
