@@ -151,7 +151,8 @@ def validate_domain_section(name: str, section: dict | None, schema: dict | str 
     * ``teacher`` and ``distill`` are checked against ``awd.teacher.TeacherConfig`` and
       ``awd.distill.DistillConfig``, whatever the domain's schema says, so a typo such as
       ``teacher: {epoch: 3}`` stops the run before any job;
-    * a ``data.source`` other than the simulator's needs ``data.root``, an existing folder.
+    * a ``data.source`` other than the simulator's needs ``data.root`` (whether that folder
+      exists and holds readable data is the ingest stage's check, which names the file).
     """
     section = validate(section, schema, where=name)
     problems = []
@@ -179,9 +180,6 @@ def validate_domain_section(name: str, section: dict | None, schema: dict | str 
         if not root:
             problems.append(f"{name}.data.root: required when {name}.data.source is '{data.get('source')}' "
                             f"(the folder holding the data)")
-        elif not Path(root).is_dir():
-            problems.append(f"{name}.data.root: '{root}' does not exist or is not a folder "
-                            f"({name}.data.source is '{data.get('source')}')")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return section
