@@ -337,3 +337,7 @@ def test_schema_mirrors_the_pipeline_settings():
     with pytest.raises(ConfigError, match="cme.data.root"):
         validate({"data": {"source": "cmeanalysis", "root": None}}, schema, "cme")
     assert validate({"data": {"source": "files", "root": "movies"}}, schema, "cme")["data"]["root"] == "movies"
+    assert validate({"data": {"channel_indices": [1, 0]}}, schema, "cme")["data"]["channel_indices"] == [1, 0]
+    assert validate({}, schema, "cme")["data"]["cmeanalysis_file"] == "auto"
+    with pytest.raises(ConfigError, match="cme.data.channel_indices"):
+        validate({"data": {"channel_indices": [1]}}, schema, "cme")
