@@ -272,12 +272,11 @@ def _error_line(log_file: str | Path) -> str | None:
     return errors[-1] if errors else (lines[-1] if lines else None)
 
 
-def failure_summary(snakemake_log: str | Path | None) -> str:
+def failure_summary(snakemake_log: str | Path | list | None) -> str:
     """One line per failed job of a run: the rule, its log file and the error line its log
-    ends with, read from Snakemake's own log of the run ("" when no job failed)."""
-    if not snakemake_log or not Path(snakemake_log).is_file():
-        return ""
-    text = Path(snakemake_log).read_text(errors="replace")
+    ends with, read from Snakemake's own log(s) of the run ("" when no job failed)."""
+    logs = snakemake_log if isinstance(snakemake_log, (list, tuple)) else [snakemake_log]
+    text = "".join(Path(p).read_text(errors="replace") for p in logs if p and Path(p).is_file())
     lines = []
     for m in re.finditer(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", text, re.M):
         rule, block = m.group(1), m.group(2)
