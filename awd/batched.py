@@ -25,7 +25,10 @@ The wavelet operators of all paths are built in one call: the J-level analysis a
 are linear maps, and ``vmap`` over the filters of :func:`awd.transform.wavedec` /
 :func:`~awd.transform.waverec` applied to identity matrices gives them as (P, n, M) and
 (P, M, n) matrices, the same composed matrices :class:`~awd.transform.DWT1d` uses for short
-signals.
+signals. In 'zero' mode the (cropped) synthesis is exactly the adjoint of the analysis for any
+filter, not only orthogonal ones (each level is a stride-2 correlation of the zero-extended
+signal and its transpose), so only the analysis is built, for all paths by one grouped
+correlation per level.
 """
 from __future__ import annotations
 
@@ -38,11 +41,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from awd.io import InputError
 from awd.losses import FILTER_TERMS, TERMS, filter_losses
-from awd.transform import wavedec, waverec
+from awd.transform import qmf, wavedec, waverec
 from awd.trim import _backprop_context, _target_sum
 
 __all__ = ["MAX_SIGNAL", "teacher_curvature", "path_operators", "BatchedSteps"]
@@ -101,15 +105,37 @@ def _operators(h: torch.Tensor, n: int, J: int, mode: str) -> tuple[torch.Tensor
     bands = wavedec(eye, h, J, mode)
     lengths = [b.shape[-1] for b in bands]
     analysis_t = torch.cat(bands, -1)                                   # (n, M): x @ A^T
+    if mode == "zero":  # zero mode: the (cropped) synthesis is the adjoint of the analysis, for any h
+        return analysis_t, analysis_t.T
     eye_c = torch.eye(sum(lengths), dtype=h.dtype, device=h.device)
     synthesis_t = waverec(list(eye_c.split(lengths, -1)), h, mode)[..., :n]  # (M, n): c @ S^T
     return analysis_t, synthesis_t
+
+
+def _zero_mode_analysis(H: torch.Tensor, n: int, J: int) -> torch.Tensor:
+    """``A^T`` (P, n, M) in 'zero' mode for all filters at once: the J-level analysis of the n
+    unit vectors, one grouped stride-2 correlation per level (the signal at offset L-2 of the
+    zero-extended signal, as :mod:`awd.transform` defines the level)."""
+    P, L = H.shape
+    W = torch.stack([H, qmf(H)], 1).reshape(2 * P, 1, L)
+    a = torch.eye(n, dtype=H.dtype, device=H.device)[:, None, :].expand(n, P, n)
+    details = []
+    for _ in range(J):
+        m = a.shape[-1]
+        n_out = (m + L - 1) // 2
+        y = F.conv1d(F.pad(a, (L - 2, 2 * n_out - m)), W, stride=2, groups=P)  # (n, 2P, n_out)
+        a = y[:, 0::2]
+        details.append(y[:, 1::2])
+    return torch.cat([a] + details[::-1], -1).permute(1, 0, 2)
 
 
 def path_operators(H: torch.Tensor, n: int, J: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Analysis ``A^T`` (P, n, M) and synthesis ``S^T`` (P, M, n) of the filters ``H`` (P, L)
     for signals of length ``n`` (coefficients concatenated in pywt order, M in total);
     differentiable w.r.t. ``H``."""
+    if mode == "zero":
+        analysis_t = _zero_mode_analysis(H, n, J)
+        return analysis_t, analysis_t.transpose(1, 2)
     return torch.func.vmap(lambda h: _operators(h, n, J, mode))(H)
 
 
@@ -195,6 +221,9 @@ def distill_paths(teacher: nn.Module, X_train, X_val, *, paths: Sequence[tuple[f
     from awd.wavelet import filter_bank_metrics
 
     cfg = config
+    if cfg.attribution not in BATCHED_METHODS:
+        raise InputError(None, f"distill.engine batched supports attribution {list(BATCHED_METHODS)}, "
+                               f"got {cfg.attribution!r} (use engine: plain)")
     paths = [(float(lam), int(seed)) for lam, seed in paths]
     if not paths or len(set(paths)) != len(paths):
         raise InputError(None, f"distill: need distinct (lambda, seed) paths, got {paths}")

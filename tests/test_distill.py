@@ -411,3 +411,20 @@ def test_count_jobs_reads_a_config_section():
     assert count_jobs({"lambdas": [0.1, 0.2], "target": "auxilin", "epochs": 3}) == 2
     assert count_jobs({"lambdas": [0.1, 0.2, 0.3], "seeds": [1, 10]}) == 6
     assert count_jobs({"lambdas": [0.1, 0.2, 0.3], "seeds": [1, 10], "engine": "batched"}) == 2
+
+
+@pytest.mark.parametrize("mode", ["zero", "symmetric"])
+def test_path_operators_are_the_dwt_of_each_filter(mode):
+    """The batched operators equal DWT1d per filter: coefficients x @ A^T in pywt order and
+    reconstructions c @ S^T (in zero mode S = A^T for any filter)."""
+    from awd.batched import path_operators
+    rng = np.random.default_rng(2)
+    H = torch.as_tensor(pywt.Wavelet("db3").rec_lo) + 0.05 * torch.as_tensor(rng.standard_normal((3, 6)))
+    x = torch.as_tensor(rng.standard_normal((4, 33)))
+    analysis_t, synthesis_t = path_operators(H, 33, 3, mode)
+    for p in range(3):
+        dwt = DWT1d(wave=H[p].numpy(), J=3, mode=mode, dtype=torch.float64)
+        coeffs = dwt(x)
+        torch.testing.assert_close(x @ analysis_t[p], torch.cat(coeffs, -1), rtol=0, atol=1e-13)
+        torch.testing.assert_close(torch.cat(coeffs, -1) @ synthesis_t[p], dwt.inverse(coeffs)[..., :33],
+                                   rtol=0, atol=1e-13)
