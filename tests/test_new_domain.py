@@ -83,3 +83,25 @@ def test_example_domain_from_the_guide_runs_through_the_workflow(tmp_path):
     distill_log = "".join(p.read_text() for p in sorted((work / "logs/sines").glob("distill*.log")))
     assert distill_log.count("is too long for inputs of size 64") == 1 and "haar" in distill_log
     assert "Level value of" not in res.stderr
+
+
+def test_guide_2d_section_states_what_the_library_does(tmp_path):
+    import numpy as np
+    import pywt
+    import torch
+
+    from awd.transform import DWT2d
+    from awd.wavelet import load_wavelet, save_wavelet
+
+    text = GUIDE.read_text()
+    assert "## 2D domains (images)" in text and "[cA_J, (cH_J, cV_J, cD_J), ..., (cH_1, cV_1, cD_1)]" in text
+    assert "ndim=2" in text and "awd.figures.save_png" in text and "signal_ndim = 2" in text
+    x = np.random.default_rng(0).normal(size=(2, 28, 28))
+    coeffs = DWT2d(wave="db2", J=2, mode="zero", dtype=torch.float64)(torch.as_tensor(x))
+    ref = pywt.wavedec2(x, "db2", mode="zero", level=2, axes=(-2, -1))
+    assert np.allclose(coeffs[0].detach().numpy(), ref[0])
+    for level, triple in zip(coeffs[1:], ref[1:]):
+        assert all(np.allclose(c.detach().numpy(), r) for c, r in zip(level, triple))
+    assert pywt.dwt_max_level(28, pywt.Wavelet("db5").dec_len) == 1  # "db5 ... J=1 at 28 x 28"
+    saved = load_wavelet(save_wavelet(tmp_path / "w.json", pywt.Wavelet("db2").rec_lo, J=2, mode="zero", ndim=2))
+    assert saved.ndim == 2 and saved.J == 2
