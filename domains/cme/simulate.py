@@ -435,7 +435,8 @@ def _draw_events(cfg: SimulationConfig, rng: np.random.Generator,
     burst_peak = _lognormal(rng, cfg.aux_peak_median, cfg.aux_peak_sigma, n)
     rho = cfg.aux_clathrin_correlation
     if rho and cfg.productive_peak_sigma > 0:  # couple the productive bursts to the coat's size
-        z_clathrin = np.log(peak / cfg.productive_peak_median) / cfg.productive_peak_sigma
+        own_peak = np.where(cls == 0, peak, cfg.productive_peak_median)  # other classes: unused
+        z_clathrin = np.log(own_peak / cfg.productive_peak_median) / cfg.productive_peak_sigma
         z_own = np.log(burst_peak / cfg.aux_peak_median) / cfg.aux_peak_sigma
         coupled = cfg.aux_peak_median * np.exp(cfg.aux_peak_sigma * (rho * z_clathrin
                                                                      + math.sqrt(1 - rho ** 2) * z_own))
