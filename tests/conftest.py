@@ -34,13 +34,16 @@ def heads_targets(*domains: str) -> list[str]:
 BYTE_SUFFIXES = (".csv", ".json", ".md")
 #: Folders of results/<domain> left out of comparisons: timings, figures, raw mock data.
 SKIPPED_FOLDERS = ("benchmarks", "figures", "raw")
+#: Pictures anywhere (a heads stage may draw one beside its tables) are not compared byte for byte.
+SKIPPED_SUFFIXES = (".png",)
 
 
 def result_files(workdir: Path, domain: str) -> list[Path]:
     """Result files of one domain, relative to ``workdir``."""
     root = workdir / "results" / domain
     return sorted(p.relative_to(workdir) for p in root.rglob("*")
-                  if p.is_file() and not set(p.relative_to(root).parts) & set(SKIPPED_FOLDERS))
+                  if p.is_file() and not set(p.relative_to(root).parts) & set(SKIPPED_FOLDERS)
+                  and p.suffix not in SKIPPED_SUFFIXES)
 
 
 def _same_npz(a: Path, b: Path) -> None:
