@@ -209,8 +209,9 @@ def load_domain_teacher(domain: str, cfg: dict, ds: Dataset, model_path: str | P
 
 def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: str | Path, index: int,
                 out_path: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> None:
-    """Distill the teacher along the gamma grid for the ``index``-th lambda."""
-    from awd.distill import DistillConfig, distill_path, save_results
+    """Run the ``index``-th distillation job of the grid (see ``awd.distill.distill_jobs``: one
+    lambda path per job, or one seed's lambdas together with the batched engine)."""
+    from awd.distill import DistillConfig, distill_job, save_results
     from awd.teacher import resolve_device
 
     dom = get_domain(domain)
@@ -223,9 +224,8 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
                                     "device": str(resolve_device(device))})
     check_wavelet_fits(ds.X.shape[1:], dcfg.wave, dcfg.J)
     train, val = ds.subset("train"), ds.subset("val")
-    lam = dcfg.lambdas[index]
-    results = distill_path(teacher, train.X, val.X, lam=lam, gammas=dcfg.gammas, config=dcfg,
-                           init=dom.distill_init(cfg), checkpoint=checkpoint)
+    results = distill_job(teacher, train.X, val.X, config=dcfg, job=index,
+                          init=dom.distill_init(cfg), checkpoint=checkpoint)
     save_results(out_path, results)
     if checkpoint is not None and Path(checkpoint).exists():
         Path(checkpoint).unlink()

@@ -27,7 +27,7 @@ def domain_summary(domain: str, table_path: str | Path, cfg: dict) -> pd.DataFra
         raise ValueError(f"{table_path}: expected columns 'method' and '{metric}', got {list(table.columns)}")
     paper = {k.lower(): v for k, v in dom.paper_reference.items()}
     data_label = data_source_label(cfg.get("data") or {})
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "domain": domain,
         "method": table["method"],
         "metric": metric,
@@ -36,6 +36,11 @@ def domain_summary(domain: str, table_path: str | Path, cfg: dict) -> pd.DataFra
         "paper": [paper.get(str(m).lower(), float("nan")) for m in table["method"]],
         "data": data_label,
     })
+    if f"{metric}_seed_mean" in table.columns:  # several distillation seeds: mean and sd over them
+        out["seed_mean"] = table[f"{metric}_seed_mean"]
+        out["seed_sd"] = table[f"{metric}_seed_sd"]
+        out["n_seeds"] = table["n_seeds"]
+    return out
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -52,10 +57,14 @@ def _markdown(df: pd.DataFrame) -> str:
             lines += ["No published number to compare with: this domain has no paper reference "
                       "(Domain.paper_reference), so the table has no paper column"
                       + (f" ({dom.paper_source})" if dom.paper_source else "") + ".", ""]
-        header = ["method", metric, "± se"] + (["paper"] if has_paper else [])
+        seeds = "seed_mean" in part.columns and part["seed_mean"].notna().any()
+        header = (["method", metric, "± se"] + (["mean ± sd over seeds"] if seeds else [])
+                  + (["paper"] if has_paper else []))
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, r in part.iterrows():
             cells = [str(r["method"]), f"{r['value']:.5g}", "" if pd.isna(r["se"]) else f"{r['se']:.2g}"]
+            if seeds:
+                cells.append(f"{r['seed_mean']:.4g} ± {r['seed_sd']:.2g} ({int(r['n_seeds'])} seeds)")
             if has_paper:
                 cells.append("" if pd.isna(r["paper"]) else f"{r['paper']:.5g}")
             lines.append("| " + " | ".join(cells) + " |")

@@ -191,6 +191,21 @@ def test_summary_states_the_data_source_and_the_missing_paper_column(tmp_path):
     assert "user data files" not in md
 
 
+def test_summary_shows_mean_and_sd_over_distillation_seeds(tmp_path):
+    import pandas as pd
+
+    from awd.summary import write_summary
+
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"method": ["AWD", "LSTM"], "r2": [0.25, 0.2], "r2_se": [0.05, 0.05],
+                  "r2_seed_mean": [0.2487, 0.2], "r2_seed_sd": [0.001, 0.0], "n_seeds": [5, 5]}
+                 ).to_csv(table, index=False)
+    df = write_summary({"cme": table}, {"cme": {"data": {"source": "mock"}}}, tmp_path / "s.csv", tmp_path / "s.md")
+    md = (tmp_path / "s.md").read_text()
+    assert list(df["seed_mean"]) == [0.2487, 0.2] and list(df["n_seeds"]) == [5, 5]
+    assert "| AWD | 0.25 | 0.05 | 0.2487 ± 0.001 (5 seeds) | 0.262 |" in md
+
+
 # ----------------------------------------------------------------------------- stages at run time
 
 

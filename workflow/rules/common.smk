@@ -15,6 +15,7 @@ from awd.config import (  # noqa: E402
     validate as validate_config,
     validate_domain_section,
 )
+from awd.distill import count_jobs  # noqa: E402
 from awd.domain import available_domains, get_domain  # noqa: E402
 from awd.manifest import update_manifest  # noqa: E402
 from awd.pipeline import failure_summary  # noqa: E402
@@ -192,7 +193,8 @@ def raw_dir(wildcards):
 
 
 def distill_results(wildcards):
-    n = len(config[wildcards.domain]["distill"]["lambdas"])
+    """Every distillation job's results (one job per lambda path, or per seed when batched)."""
+    n = count_jobs(config[wildcards.domain]["distill"])
     return expand(
         "results/{domain}/distill/lambda_{index}.json",
         domain=wildcards.domain,
