@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.io
 import tifffile
+from cmeanalysis_export import write_mat73
 from scipy import stats
 
 from awd.io import InputError
@@ -375,69 +376,6 @@ def _struct_array(elements):
 
 def write_mat5(path, variables):
     scipy.io.savemat(path, {k: _to_scipy(v) for k, v in variables.items()})
-
-
-class _Mat73Writer:
-    """MATLAB v7.3 layout: HDF5 with a 512-byte user block, transposed arrays, MATLAB_class
-    attributes, struct arrays as groups of reference arrays into '#refs#'."""
-
-    def __init__(self, file):
-        self.file, self.count = file, 0
-
-    def _ref_target(self, value):
-        self.count += 1
-        name = f"#refs#/r{self.count}"
-        self.write(self.file, name, value)
-        return self.file[name].ref
-
-    def _fields_attr(self, obj, names):
-        chars = np.empty(len(names), dtype=object)
-        chars[:] = [np.array(list(n), dtype="S1") for n in names]
-        obj.attrs.create("MATLAB_fields", chars, dtype=h5py.vlen_dtype(np.dtype("S1")))
-
-    def write(self, parent, name, value):
-        if isinstance(value, dict):
-            group = parent.create_group(name)
-            group.attrs["MATLAB_class"] = np.bytes_("struct")
-            self._fields_attr(group, list(value))
-            for key, v in value.items():
-                self.write(group, key, v)
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            group = parent.create_group(name)
-            group.attrs["MATLAB_class"] = np.bytes_("struct")
-            names = list(value[0])
-            self._fields_attr(group, names)
-            for key in names:
-                refs = [self._ref_target(el[key]) for el in value]
-                group.create_dataset(key, data=np.array(refs, dtype=h5py.ref_dtype).reshape(len(value), 1))
-        elif isinstance(value, list):
-            refs = [self._ref_target(v) for v in value]
-            ds = parent.create_dataset(name, data=np.array(refs, dtype=h5py.ref_dtype).reshape(len(value), 1))
-            ds.attrs["MATLAB_class"] = np.bytes_("cell")
-        elif isinstance(value, str):
-            ds = parent.create_dataset(name, data=np.array([[ord(ch)] for ch in value], dtype=np.uint16))
-            ds.attrs["MATLAB_class"] = np.bytes_("char")
-        else:
-            arr = np.asarray(value)
-            if arr.size == 0:
-                ds = parent.create_dataset(name, data=np.array(arr.shape, dtype=np.uint64))
-                ds.attrs["MATLAB_class"] = np.bytes_("double")
-                ds.attrs["MATLAB_empty"] = np.uint8(1)
-            elif arr.dtype == bool:
-                ds = parent.create_dataset(name, data=arr.T.astype(np.uint8))
-                ds.attrs["MATLAB_class"] = np.bytes_("logical")
-            else:
-                ds = parent.create_dataset(name, data=arr.T)
-                ds.attrs["MATLAB_class"] = np.bytes_("double")
-
-
-def write_mat73(path, variables):
-    with h5py.File(path, "w", userblock_size=512) as file:
-        writer = _Mat73Writer(file)
-        for key, value in variables.items():
-            writer.write(file, key, value)
-    with open(path, "r+b") as fh:
-        fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: test HDF5 schema 1.00 .".ljust(116))
 
 
 WRITERS = {"v5": write_mat5, "v73": write_mat73}

@@ -303,16 +303,21 @@ def wavelet_figure(heads: dict, path: Path) -> Path:
         x, phi, psi = wavefun(heads[key]["h"])
         ax_phi.plot(x, phi, ls, color=color, label=label, lw=1.4)
         ax_psi.plot(x, psi, ls, color=color, label=label, lw=1.4)
-    ax_phi.set_title("scaling function phi", fontsize=10)
+    _label_phi_psi(ax_phi, ax_psi, "scaling function phi", legend_size=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _label_phi_psi(ax_phi, ax_psi, phi_title: str, legend_size: float) -> None:
+    """Titles, axis labels, zero line and legend of a (phi, psi) pair of panels."""
+    ax_phi.set_title(phi_title, fontsize=10)
     ax_psi.set_title("wavelet psi", fontsize=10)
     ax_phi.set_ylabel("phi(x)")
     ax_psi.set_ylabel("psi(x)")
     for ax in (ax_phi, ax_psi):
         ax.axhline(0, color="0.8", lw=0.6)
         ax.set_xlabel("x (support, in samples of the finest scale)")
-    ax_psi.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    ax_psi.legend(fontsize=legend_size)
 
 
 def seed_wavelets_figure(seed_wavelets: dict, path: Path) -> Path:
@@ -331,14 +336,7 @@ def seed_wavelets_figure(seed_wavelets: dict, path: Path) -> Path:
         label = f"seed {seed} (lambda {rec['lam']:g}, gamma {rec['gamma']:g})"
         ax_phi.plot(x, phi, color=colors[i % len(colors)], lw=1.1, label=label)
         ax_psi.plot(x, psi, color=colors[i % len(colors)], lw=1.1, label=label)
-    ax_phi.set_title("scaling function phi, selected AWD wavelet per seed", fontsize=10)
-    ax_psi.set_title("wavelet psi", fontsize=10)
-    ax_phi.set_ylabel("phi(x)")
-    ax_psi.set_ylabel("psi(x)")
-    for ax in (ax_phi, ax_psi):
-        ax.axhline(0, color="0.8", lw=0.6)
-        ax.set_xlabel("x (support, in samples of the finest scale)")
-    ax_psi.legend(fontsize=7)
+    _label_phi_psi(ax_phi, ax_psi, "scaling function phi, selected AWD wavelet per seed", legend_size=7)
     fig.tight_layout()
     return _save(fig, path)
 
