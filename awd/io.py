@@ -82,6 +82,12 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
+def write_csv(path: str | Path, df, float_format: str | None = None) -> None:
+    """Write a pandas table as CSV atomically, without its index."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format)
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

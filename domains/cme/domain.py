@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from awd.domain import Dataset, Domain, register
-from awd.io import InputError, atomic_path, safe_name
+from awd.io import InputError, atomic_path, safe_name, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def write_funnel(path: Path, funnel: list[dict], traces: pd.DataFrame, ids: dict
         table["aux_fraction"] = table["aux_positive"] / table["kept_min_lifetime"]
     table["categories"] = " ".join(str(c) for c in lab["categories"])
     table["min_lifetime_frames"] = lab["min_lifetime"]
-    _write_csv(path, table)
+    write_csv(path, table, float_format="%.10g")
     first = table.iloc[-1]
     log.info("cme funnel (kept after each filter): catIdx in {%s}, with per-frame amplitudes, >= %d frames, "
              "hotspots %s, short <= %g / long >= %g frames (%.0f %% purity on the training cells), "
@@ -261,9 +261,6 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
 
 
 # ----------------------------------------------------------------------------- the domain
@@ -356,7 +353,7 @@ class CMEDomain(Domain):
                                       f"frames, 95 % purity lifetime thresholds, hotspots removed); the funnel "
                                       f"above in the log shows where each cell's tracks were dropped")
         _write_parquet(out_dir / "traces.parquet", info)
-        _write_csv(out_dir / "cells.csv", cells)
+        write_csv(out_dir / "cells.csv", cells, float_format="%.10g")
         counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
         meta = {"source": d["source"], "units": {"X": "clathrin amplitude z-scored per cell",
                                                  "auxilin": "Y_sig_mean z-scored per cell"},

@@ -235,7 +235,7 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
     ``table.csv``, ``wavelet.json`` (selected AWD wavelet, first seed) and
     ``heads/{selection.csv, predictions.csv, heads.json, seeds.csv, seed_wavelets.json}``.
     """
-    from awd.io import write_json
+    from awd.io import write_csv, write_json
     from awd.teacher import predict
     from awd.wavelet import save_wavelet
 
@@ -290,8 +290,8 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
         table["r2_seed_mean"] = table["method"].map(stats["mean"])
         table["r2_seed_sd"] = table["method"].map(stats["std"])
         table["n_seeds"] = table["method"].map(stats["count"]).astype(int)
-    _write_csv(Path(out_dir) / "table.csv", table)
-    _write_csv(heads_dir / "seeds.csv", per_seed)
+    write_csv(Path(out_dir) / "table.csv", table, float_format="%.10g")
+    write_csv(heads_dir / "seeds.csv", per_seed, float_format="%.10g")
     write_json(heads_dir / "seed_wavelets.json",
                {str(s): {"h": b["h"].tolist(), "lam": b["lam"], "gamma": b["gamma"], "cv_r2": _finite(b["cv_r2"])}
                 for s, (b, _) in chosen.items()})
@@ -301,14 +301,14 @@ def evaluate_heads(cfg: dict, dataset, grid: list, teacher, out_dir: Path, targe
         selection.insert(2, "seed", [np.nan] + [c["seed"] for c in cands[1:]])
     selection["selected"] = selection["grid_index"] == best["grid_index"]
     selection["selected_gamma0"] = selection["grid_index"] == (-2 if best_plain is None else best_plain["grid_index"])
-    _write_csv(heads_dir / "selection.csv", selection)
+    write_csv(heads_dir / "selection.csv", selection, float_format="%.10g")
     test_info = {"cell_id": dataset.group[test_rows]}
     if "track_id" in dataset.extra:
         test_info["track_id"] = dataset.extra["track_id"][test_rows]
     preds = pd.DataFrame({**test_info, "y_true": y_test, "pred_awd": best["pred"], "pred_db5": cands[0]["pred"],
                           "pred_awd_gamma0": np.nan if best_plain is None else best_plain["pred"],
                           "pred_lstm": lstm_pred})
-    _write_csv(heads_dir / "predictions.csv", preds)
+    write_csv(heads_dir / "predictions.csv", preds, float_format="%.10g")
     stored = {"awd": _head_json(heads[cands.index(best)]), "db5": _head_json(heads[0])}
     if best_plain is not None:
         stored["awd_gamma0"] = _head_json(heads[cands.index(best_plain)])
@@ -359,8 +359,3 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    from awd.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")

@@ -29,7 +29,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from awd.domain import Dataset, Domain, register
-from awd.io import InputError, atomic_path, write_json
+from awd.io import InputError, atomic_path, write_csv, write_json
 from awd.stats import bootstrap_se, rmse
 from awd.transform import qmf_np
 from domains.cosmology import peaks as pk
@@ -321,8 +321,8 @@ def _fit_heads(cfg: dict, ds: Dataset, grid: list, teacher, out_dir: Path, targe
 
     i_sel, j_sel = choice["awd"]
     heads_dir = out_dir / HEADS_DIR
-    _write_csv(out_dir / "table.csv", pd.DataFrame(rows, columns=list(dict.fromkeys(k for r in rows for k in r))))
-    _write_csv(heads_dir / "predictions.csv", pd.DataFrame({
+    write_csv(out_dir / "table.csv", pd.DataFrame(rows, columns=list(dict.fromkeys(k for r in rows for k in r))))
+    write_csv(heads_dir / "predictions.csv", pd.DataFrame({
         "row": np.flatnonzero(ds.split == "test"), "cosmology": test.group,
         "realisation": test.extra.get("realisation", np.full(len(test.X), -1)),
         **{name: test.y[:, j] for j, name in enumerate(ds.target_names)}, **preds}))
@@ -344,7 +344,7 @@ def _fit_heads(cfg: dict, ds: Dataset, grid: list, teacher, out_dir: Path, targe
                       hcfg["attribution_top_k"])
     curve = _learning_curve(features, peaks["train"].y, ds.group[ds.indices("train")], y_test, col, boot,
                             bcfg["seed"])
-    _write_csv(out_dir / "learning_curve.csv", curve)
+    write_csv(out_dir / "learning_curve.csv", curve)
     _plot_learning_curve(curve, out_dir / "learning_curve.png")
     summary = {r["method"]: {"rmse": float(r["rmse"]), "rmse_se": float(r["rmse_se"])} for r in rows}
     summary["selected"] = {"lam": float(lams[i_sel]), "gamma": float(gammas[i_sel]), "edge": edge_candidates[j_sel],
@@ -401,9 +401,6 @@ def _plot_learning_curve(curve: pd.DataFrame, path: Path) -> None:
     save_png(fig, path)
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
 
 
 def _write_selection(path: Path, db5_scores, scores, lams, gammas, edges, selected: tuple[int, int]) -> None:
@@ -413,7 +410,7 @@ def _write_selection(path: Path, db5_scores, scores, lams, gammas, edges, select
     rows += [{"wavelet": "awd", "grid_index": i, "lam": lams[i], "gamma": gammas[i], "edge": b,
               "val_rmse": scores[i, j], "selected": (i, j) == selected}
              for i in range(len(lams)) for j, b in enumerate(edges)]
-    _write_csv(path, pd.DataFrame(rows))
+    write_csv(path, pd.DataFrame(rows))
 
 
 def _save_selected_wavelet(path: Path, h: np.ndarray, record, edge: float, val_rmse: float) -> None:
