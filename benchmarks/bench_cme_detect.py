@@ -5,7 +5,7 @@ fits of clathrin, auxilin fitted at the clathrin positions) on 512 x 512 simulat
 ~1,000 spots per frame, on 1 and 2 threads (target >= 5 frames/s on 2 cores); time of
 trackpy and laptrack linking and of the cmeAnalysis track processing on the same movie.
 
-Accuracy (``domains.cme.accuracy``): detection precision / recall by amplitude bin (Hungarian
+Accuracy (``domains.cme.tracking.accuracy``): detection precision / recall by amplitude bin (Hungarian
 matching within 2 px, scored inside the ceil(4 sigma) border cmeAnalysis cannot fit), link
 recall / precision and whole-track recovery, at the simulator's default density on a 256^2
 cell, for the default detection level and for cmeAnalysis' alpha = 0.05.
@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 
 from awd.io import atomic_path  # noqa: E402
 from benchmarks.common import timed  # noqa: E402
-from domains.cme import accuracy as acc  # noqa: E402
-from domains.cme.detect import DetectionConfig, detect_movie  # noqa: E402
-from domains.cme.simulate import SimulationConfig, simulate_cell  # noqa: E402
-from domains.cme.track import link  # noqa: E402
-from domains.cme.tracks import process_tracks  # noqa: E402
+from domains.cme.tracking import accuracy as acc  # noqa: E402
+from domains.cme.tracking.detect import DetectionConfig, detect_movie  # noqa: E402
+from domains.cme.tracking.simulate import SimulationConfig, simulate_cell  # noqa: E402
+from domains.cme.tracking.link import link  # noqa: E402
+from domains.cme.tracking.processing import process_tracks  # noqa: E402
 
 
 def speed(n_frames: int, size: int, spots: int, seed: int) -> dict:

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage, optimize, special, stats
 
 from awd.io import InputError
-from domains.cme import accuracy as acc
-from domains.cme.detect import (DetectionConfig, ad_statistic, amplitude_pval, detect_frame, detect_movie,
+from domains.cme.tracking import accuracy as acc
+from domains.cme.tracking.detect import (DetectionConfig, ad_statistic, amplitude_pval, detect_frame, detect_movie,
                                 fit_gaussians, local_maxima, prefilter, psf_sigma_px)
 
 
@@ -243,7 +243,7 @@ def test_psf_sigma_from_optics_and_config():
 # ------------------------------------------------------------------ simulator ground truth
 @pytest.fixture(scope="module")
 def simulated():
-    from domains.cme.simulate import SimulationConfig, simulate_cell
+    from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
     cfg = SimulationConfig.from_dict({"height": 160, "width": 160, "n_frames": 50})
     cell = simulate_cell(cfg, 11)

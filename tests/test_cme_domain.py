@@ -19,7 +19,8 @@ from awd.io import InputError
 from awd.stats import r2
 from domains.cme.domain import CMEDomain, assign_splits, validation_split
 from domains.cme.head import METHODS
-from domains.cme.tracks import CHANNELS, downsample
+from domains.cme.tracking.processing import CHANNELS
+from domains.cme.traces import downsample
 
 SCHEMA = Path(__file__).resolve().parents[1] / "domains" / "cme" / "schema.yaml"
 DB5 = np.array(pywt.Wavelet("db5").rec_lo)
@@ -296,10 +297,11 @@ def test_ingest_rejects_missing_test_cells(ingested, tmp_path):
 def test_schema_mirrors_the_pipeline_settings():
     """Every simulator/detection/tracking/processing/label setting is in the schema with the
     pipeline's own default (the simulator's frame size and length are smaller on purpose)."""
-    from domains.cme.detect import DetectionConfig
-    from domains.cme.simulate import SimulationConfig
-    from domains.cme.track import TrackingConfig
-    from domains.cme.tracks import LabelConfig, ProcessingConfig
+    from domains.cme.tracking.detect import DetectionConfig
+    from domains.cme.tracking.simulate import SimulationConfig
+    from domains.cme.tracking.link import TrackingConfig
+    from domains.cme.tracking.processing import ProcessingConfig
+    from domains.cme.traces import LabelConfig
 
     schema = yaml.safe_load(SCHEMA.read_text())
     cfg = validate({}, schema, "cme")

@@ -17,7 +17,7 @@ from scipy import stats
 
 from awd.io import InputError
 from domains.cme import cmeanalysis_io as cio
-from domains.cme.movie_io import (Movie, interval_from_name, interval_suffix, iter_movies,
+from domains.cme.tracking.movie_io import (Movie, interval_from_name, interval_suffix, iter_movies,
                                   read_movie, scan_cell_tree, scan_movie_files, write_cell_tree)
 
 T, H, W = 24, 20, 28

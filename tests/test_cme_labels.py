@@ -11,11 +11,11 @@ import pytest
 from scipy import special, stats
 
 from awd.io import InputError
-from domains.cme import accuracy as acc
-from domains.cme.detect import detect_movie
-from domains.cme.track import link
-from domains.cme.tracks import (_prctile, aux_labels, build_traces, downsample, process_tracks,
-                                purity_thresholds, to_napari_tracks, write_napari_tracks, write_tables)
+from domains.cme.tracking import accuracy as acc
+from domains.cme.tracking.detect import detect_movie
+from domains.cme.tracking.link import link
+from domains.cme.tracking.processing import _prctile, process_tracks, to_napari_tracks, write_napari_tracks, write_tables
+from domains.cme.traces import aux_labels, build_traces, downsample, purity_thresholds
 
 
 # ------------------------------------------------------------------ small pieces
@@ -239,7 +239,7 @@ def test_build_traces_filters_and_normalises():
 # ------------------------------------------------------------------ simulator ground truth
 @pytest.fixture(scope="module")
 def simulated_tracks():
-    from domains.cme.simulate import SimulationConfig, simulate_cell
+    from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
     cell = simulate_cell(SimulationConfig.from_dict({"height": 192, "width": 192, "n_frames": 100}), 31)
     det, masks = detect_movie(cell.movie, {}, threads=2, return_masks=True)
@@ -289,7 +289,7 @@ def test_simulated_traces(simulated_tracks):
 
 
 def test_process_tracks_single_channel_empty_and_bad_input():
-    from domains.cme.simulate import SimulationConfig, simulate_cell
+    from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
     cell = simulate_cell(SimulationConfig.from_dict({"height": 96, "width": 96, "n_frames": 30}), 3)
     one = SimpleNamespace(data=cell.movie.data[:, :1], frame_interval_s=1.0, pixel_size_um=0.08, name="c")

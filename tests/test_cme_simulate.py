@@ -11,8 +11,8 @@ import pytest
 from scipy import integrate, stats
 
 from awd.io import InputError
-from domains.cme import simulate as sim
-from domains.cme.movie_io import read_movie, scan_cell_tree
+from domains.cme.tracking import simulate as sim
+from domains.cme.tracking.movie_io import read_movie, scan_cell_tree
 
 SMALL = sim.SimulationConfig(height=128, width=128, n_frames=100)
 

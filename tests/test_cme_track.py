@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from awd.io import InputError
-from domains.cme import accuracy as acc
-from domains.cme.detect import detect_movie
-from domains.cme.track import TrackingConfig, link
+from domains.cme.tracking import accuracy as acc
+from domains.cme.tracking.detect import detect_movie
+from domains.cme.tracking.link import TrackingConfig, link
 
 
 def brownian_detections(n_tracks=25, n_frames=20, step=0.3, drop=(), seed=0):
@@ -101,7 +101,7 @@ def test_link_metrics_hand_example():
 
 @pytest.fixture(scope="module")
 def simulated():
-    from domains.cme.simulate import SimulationConfig, simulate_cell
+    from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
     cell = simulate_cell(SimulationConfig.from_dict({"height": 160, "width": 160, "n_frames": 60}), 21)
     det = detect_movie(cell.movie, {}, threads=2)

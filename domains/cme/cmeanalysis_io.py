@@ -14,7 +14,7 @@ master first), as in the exports labs publish.
   (``part`` = 'start_buffer' / 'track' / 'end_buffer'), with every per-frame field of every
   channel as ``<field>_<channel>`` (``A_clathrin``, ``pval_Ar_auxilin``, ...; channels named
   clathrin, auxilin, then ch2, ...), the layout of the track-frame table of
-  :mod:`domains.cme.tracks`.
+  :mod:`domains.cme.tracking.processing`.
 
 Conventions: frames are 0-based (MATLAB frame f -> f - 1); positions are 0-based pixel
 coordinates, x = column, y = row (MATLAB pixel centres 1..N -> 0..N-1); ``x``/``y`` repeat
@@ -35,7 +35,7 @@ import scipy.io
 from scipy import stats
 
 from awd.io import InputError
-from domains.cme.movie_io import CHANNELS, MASTER
+from domains.cme.tracking.movie_io import CHANNELS, MASTER
 
 log = logging.getLogger(__name__)
 

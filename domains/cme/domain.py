@@ -1,6 +1,6 @@
 """The CME domain adapter: the hooks the generic AWD workflow calls (see ``awd.domain``).
 
-* simulate: two-channel TIRF movies in the cmeAnalysis folder tree (``domains.cme.simulate``).
+* simulate: two-channel TIRF movies in the cmeAnalysis folder tree (``domains.cme.tracking.simulate``).
 * ingest: per cell, read the movie, detect, link and process the tracks as cmeAnalysis does
   (``data.source`` mock / files), or read existing cmeAnalysis outputs (``data.source:
   cmeanalysis``); write the track tables; build the 40-point clathrin traces (input) and the
@@ -129,7 +129,7 @@ def _select_condition(table: pd.DataFrame, condition: str | None, root: Path) ->
 def list_movies(root: Path, data_cfg: dict) -> pd.DataFrame:
     """Movies under ``root``: cmeAnalysis cell folders or multi-channel TIFF files of one
     condition. Columns condition, cell, path."""
-    from domains.cme.movie_io import scan_cell_tree, scan_movie_files
+    from domains.cme.tracking.movie_io import scan_cell_tree, scan_movie_files
 
     master, slave = data_cfg["master"], data_cfg["slave"]
     try:
@@ -155,10 +155,10 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Detect, link and process every movie of ``movies`` (:func:`list_movies` of ``root``);
     writes the napari tracks file of each cell; returns (tracks, track frames, detections, cells)."""
-    from domains.cme.detect import detect_movie
-    from domains.cme.movie_io import read_movie
-    from domains.cme.track import link
-    from domains.cme.tracks import detection_track_ids, process_tracks, write_napari_tracks
+    from domains.cme.tracking.detect import detect_movie
+    from domains.cme.tracking.movie_io import read_movie
+    from domains.cme.tracking.link import link
+    from domains.cme.tracking.processing import detection_track_ids, process_tracks, write_napari_tracks
 
     d = cfg["data"]
     tracks, frames, detections, cells = [], [], [], []
@@ -197,7 +197,8 @@ def read_cmeanalysis(cfg: dict, root: Path, out_dir: Path) -> tuple[pd.DataFrame
     labels on the track table; writes the napari tracks file of each cell when the outputs
     hold positions. Returns (tracks, track frames, cells)."""
     from domains.cme.cmeanalysis_io import read_cmeanalysis_tree
-    from domains.cme.tracks import add_labels, write_napari_tracks
+    from domains.cme.tracking.processing import write_napari_tracks
+    from domains.cme.traces import add_labels
 
     d = cfg["data"]
     condition = d.get("condition")
@@ -288,8 +289,9 @@ class CMEDomain(Domain):
         "heads": ("heads", "distill", "bootstrap", "lstm", "teacher.seed", "teacher.batch_size", "teacher.loss"),
     }
     stage_code = {
-        "simulate": ("simulate.py",),
-        "ingest": ("movie_io.py", "cmeanalysis_io.py", "detect.py", "track.py", "tracks.py"),
+        "simulate": ("tracking/simulate.py", "tracking/movie_io.py"),
+        "ingest": ("tracking/movie_io.py", "cmeanalysis_io.py", "tracking/detect.py", "tracking/link.py",
+                   "tracking/processing.py", "traces.py"),
         "teacher": ("lstm.py",),
         "distill": ("lstm.py",),
         "heads": ("head.py", "lstm.py"),
@@ -301,7 +303,7 @@ class CMEDomain(Domain):
     # -- simulate ---------------------------------------------------------------------------
     def simulate(self, cfg: dict, raw_dir: Path, threads: int = 1) -> None:
         """Simulated cells in the cmeAnalysis layout (``simulator`` section)."""
-        from domains.cme.simulate import SimulationConfig, write_simulated_dataset
+        from domains.cme.tracking.simulate import SimulationConfig, write_simulated_dataset
 
         sim = dict(cfg["simulator"])
         n_cells, seed, condition = sim.pop("n_cells"), sim.pop("seed"), sim.pop("condition")
@@ -311,7 +313,8 @@ class CMEDomain(Domain):
     # -- ingest -----------------------------------------------------------------------------
     def ingest(self, cfg: dict, raw_dir: Path, out_dir: Path, threads: int = 1) -> Dataset:
         """Raw movies or cmeAnalysis outputs -> track tables in ``out_dir`` and the trace Dataset."""
-        from domains.cme.tracks import build_traces, write_tables
+        from domains.cme.tracking.processing import write_tables
+        from domains.cme.traces import build_traces
 
         raw_dir, out_dir = Path(raw_dir), Path(out_dir)
         d = cfg["data"]

@@ -237,7 +237,7 @@ def kymograph(cfg: dict, raw_dir: Path, traces: pd.DataFrame, frames: pd.DataFra
     """Two-channel kymograph along a horizontal line through the longest aux+ trace's mean
     position (3-pixel-wide line, frames from 10 before to 10 after the track)."""
     from domains.cme.domain import list_movies
-    from domains.cme.movie_io import read_movie
+    from domains.cme.tracking.movie_io import read_movie
 
     d = cfg["data"]
     need = (f"it needs track positions (x, y: movies or ProcessedTracks.mat) and the raw movies "

@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import ndimage, special
 
 from awd.io import InputError, atomic_dir, safe_name, write_json
-from domains.cme.movie_io import MASTER, SLAVE, Movie, write_cell_tree
+from domains.cme.tracking.movie_io import MASTER, SLAVE, Movie, write_cell_tree
 
 #: clathrin event classes drawn by share, then the auxilin-only puncta.
 CLASSES = ("productive", "abortive", "dim", "hotspot", "aux_only")

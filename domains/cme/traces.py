@@ -1,0 +1,197 @@
+"""Tracks -> auxilin labels and the 40-point AWD input traces (the Yu-group pipeline).
+
+Works on the two track tables of :func:`domains.cme.tracking.processing.process_tracks` or of
+:mod:`domains.cme.cmeanalysis_io` (same column conventions): :func:`add_labels` computes the
+auxilin labels per track from its auxilin amplitudes and p-values; :func:`build_traces` applies
+the AWD filters and builds the (n, 40) clathrin traces and the per-cell z-scored
+``Y_sig_mean`` target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from awd.io import InputError
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """AWD label/input settings (config section ``labels``); values of the Yu-group pipeline.
+
+    Lifetimes here are in frames (1 frame = 1 s in the reference data).
+    """
+
+    alpha: float = 0.05
+    aux_thresh: float = 973.0
+    categories: tuple[int, ...] = (1, 2)
+    min_frames: int = 3
+    purity: float = 0.95
+    drop_short_long: bool = True
+    min_lifetime: int = 15
+    n_points: int = 40
+    drop_hotspots: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LabelConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError("config:labels", f"unknown keys {unknown}; known: {sorted(known)}")
+        if "categories" in d:
+            d["categories"] = tuple(int(v) for v in d["categories"])
+        cfg = cls(**d)
+        if not 0.5 < cfg.purity <= 1 or cfg.n_points < 2 or not 0 < cfg.alpha < 1:
+            raise InputError("config:labels", "need 0.5 < purity <= 1, n_points >= 2, 0 < alpha < 1")
+        return cfg
+
+
+# --------------------------------------------------------------------------------------
+# Labels (Yu group, outcomes.py)
+# --------------------------------------------------------------------------------------
+def aux_labels(Y: np.ndarray, pvals: np.ndarray, alpha: float = 0.05, aux_thresh: float = 973.0) -> dict:
+    """Auxilin labels of one track from its auxilin amplitudes and p-values (track frames).
+
+    ``y_consec_sig``: two consecutive significant frames; ``y_conservative_thresh``: max > 973;
+    ``aux_positive`` = their OR (``y_consec_thresh``); ``hotspot``: >= 5 significant frames and
+    consecutive-significance pairs more than 2 apart in the list of significant frames;
+    ``Y_sig_mean``: mean of Y over significant frames (0 if none).
+    """
+    Y = np.asarray(Y, dtype=float)
+    sig = np.asarray(pvals, dtype=float) < alpha
+    idx = np.flatnonzero(sig)
+    consec = idx.size > 1 and int(np.min(np.diff(idx))) == 1
+    hot = False
+    if idx.size >= 5:
+        pairs = np.flatnonzero(np.diff(idx) == 1)
+        hot = pairs.size > 1 and int(np.max(np.diff(pairs))) > 2
+    y_max = float(np.nanmax(Y)) if np.isfinite(Y).any() else float("nan")
+    return {"n_sig_aux": int(idx.size), "y_consec_sig": bool(consec), "Y_max": y_max,
+            "y_conservative_thresh": bool(y_max > aux_thresh), "aux_positive": bool(consec or y_max > aux_thresh),
+            "hotspot": bool(hot), "Y_sig_mean": float(Y[sig].mean()) if idx.size else 0.0}
+
+
+def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
+    """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
+    track rows (``part == 'track'``, gaps included) of ``frames_df``."""
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    need = {"cell", "track_id", "part", "frame", "A_auxilin", "pval_Ar_auxilin"}
+    missing = need - set(frames_df.columns)
+    if missing:
+        raise InputError(None, f"track frame table lacks columns {sorted(missing)}")
+    rows = frames_df[frames_df["part"].astype(str) == "track"].sort_values(["cell", "track_id", "frame"])
+    labs = []
+    for (cell, tid), g in rows.groupby(["cell", "track_id"], sort=False):
+        labs.append({"cell": cell, "track_id": tid, **aux_labels(g["A_auxilin"].to_numpy(),
+                                                                g["pval_Ar_auxilin"].to_numpy(),
+                                                                lcfg.alpha, lcfg.aux_thresh)})
+    lab = pd.DataFrame(labs, columns=["cell", "track_id", "n_sig_aux", "y_consec_sig", "Y_max",
+                                      "y_conservative_thresh", "aux_positive", "hotspot", "Y_sig_mean"])
+    base = tracks_df.drop(columns=[c for c in lab.columns if c not in ("cell", "track_id")], errors="ignore")
+    return base.merge(lab, on=["cell", "track_id"], how="left", validate="one_to_one")
+
+
+# --------------------------------------------------------------------------------------
+# AWD inputs
+# --------------------------------------------------------------------------------------
+def downsample(x: np.ndarray, n_points: int = 40) -> tuple[np.ndarray, int]:
+    """Yu-group ``features.downsample``: NaNs dropped; uniform index subsampling
+    (indices floor((n-1) i / (n_points-1))) if long enough, else zero-padding at the end.
+    Returns the series and the number of padded zeros."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n >= n_points:
+        idx = ((n - 1) * np.arange(n_points)) // (n_points - 1)
+        return x[idx], 0
+    return np.concatenate([x, np.zeros(n_points - n)]), n_points - n
+
+
+def purity_thresholds(lifetime: np.ndarray, positive: np.ndarray, purity: float = 0.95) -> tuple[float, float]:
+    """Yu-group ``process_tracks_by_lifetime``: short = the largest lifetime L with >= purity
+    negatives among lifetimes <= L (else min - 1); long = the smallest L with >= purity
+    positives among lifetimes >= L (else max + 1)."""
+    lifetime = np.asarray(lifetime, dtype=float)
+    positive = np.asarray(positive, dtype=float)
+    levels = np.unique(lifetime)
+    if levels.size == 0:
+        return float("-inf"), float("inf")
+    neg_low = np.array([1 - positive[lifetime <= v].mean() for v in levels])
+    pos_high = np.array([positive[lifetime >= v].mean() for v in levels])
+    lo = np.flatnonzero(neg_low >= purity)
+    hi = np.flatnonzero(pos_high >= purity)
+    short = levels[lo[-1]] if lo.size else levels[0] - 1
+    long = levels[hi[0]] if hi.size else levels[-1] + 1
+    return float(short), float(long)
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    sd = values.std()
+    return (values - values.mean()) / sd if sd > 0 else values - values.mean()
+
+
+def build_traces(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None,
+                 train_cells=None, funnel: list | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """AWD inputs and target from track tables (of :func:`process_tracks` or of
+    :mod:`domains.cme.cmeanalysis_io`), as the Yu-group pipeline builds them.
+
+    Filters: catIdx in ``categories``; > ``min_frames - 1`` frames; hotspots dropped; the
+    short/long lifetime thresholds of 95 % class purity (``aux_positive``), computed on the
+    ``train_cells`` (all cells if None), drop tracks <= short or >= long; lifetime >
+    ``min_lifetime`` frames. X: the clathrin amplitude of the track frames (gaps included,
+    buffers not) subsampled / zero-padded to ``n_points`` and z-scored per cell with one mean
+    and sd over all values of the cell; y: ``Y_sig_mean`` z-scored per cell.
+    Tracks without per-frame amplitudes (lifetimeData.mat keeps them for category 1 only) are
+    dropped after the category filter. When ``funnel`` is a list, one dict per cell is appended
+    with the number of tracks kept after each step (``tracks_read``, ``kept_category``,
+    ``kept_with_amplitudes``, ``kept_min_frames``, ``kept_no_hotspot``, ``kept_short_long``,
+    ``kept_min_lifetime`` = traces) and the aux+ count of the traces.
+    Returns (X (n, n_points) float32, y (n,) float32, cell ids, track ids, info DataFrame).
+    """
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    need = {"cell", "track_id", "catIdx", "n_frames"}
+    missing = need - set(tracks_df.columns)
+    if missing:
+        raise InputError(None, f"track table lacks columns {sorted(missing)}")
+    tr = add_labels(tracks_df, frames_df, cfg)
+    rows = frames_df[frames_df["part"].astype(str) == "track"]
+    steps = {"tracks_read": tr}
+    tr = steps["kept_category"] = tr[tr["catIdx"].isin(lcfg.categories).fillna(False).astype(bool)]
+    with_data = pd.MultiIndex.from_frame(rows[["cell", "track_id"]].drop_duplicates())
+    tr = steps["kept_with_amplitudes"] = tr[pd.MultiIndex.from_frame(tr[["cell", "track_id"]]).isin(with_data)]
+    tr = steps["kept_min_frames"] = tr[tr["n_frames"] >= lcfg.min_frames]
+    if lcfg.drop_hotspots:
+        tr = tr[~tr["hotspot"].astype(bool)]
+    steps["kept_no_hotspot"] = tr
+    train = tr if train_cells is None else tr[tr["cell"].isin(list(train_cells))]
+    short, long = (purity_thresholds(train["n_frames"].to_numpy(), train["aux_positive"].to_numpy(), lcfg.purity)
+                   if lcfg.drop_short_long else (float("-inf"), float("inf")))
+    tr = steps["kept_short_long"] = tr[(tr["n_frames"] > short) & (tr["n_frames"] < long)]
+    tr = steps["kept_min_lifetime"] = tr[tr["n_frames"] > lcfg.min_lifetime]
+    tr = tr.sort_values(["cell", "track_id"]).reset_index(drop=True)
+    if funnel is not None:
+        for cell in pd.unique(tracks_df["cell"]):
+            row = {"cell": cell, **{k: int((v["cell"] == cell).sum()) for k, v in steps.items()}}
+            row["aux_positive"] = int(tr.loc[tr["cell"] == cell, "aux_positive"].astype(bool).sum())
+            row["thresh_short_frames"], row["thresh_long_frames"] = short, long
+            funnel.append(row)
+    series = {key: g.sort_values("frame")["A_clathrin"].to_numpy()
+              for key, g in rows.groupby(["cell", "track_id"], sort=False)}
+    X = np.zeros((len(tr), lcfg.n_points))
+    padded = np.zeros(len(tr), np.int64)
+    for i, key in enumerate(zip(tr["cell"], tr["track_id"])):
+        X[i], padded[i] = downsample(series[key], lcfg.n_points)
+    y = tr["Y_sig_mean"].to_numpy(float).copy()
+    cells = tr["cell"].to_numpy()
+    for c in pd.unique(cells):
+        m = cells == c
+        X[m] = _zscore(X[m])
+        y[m] = _zscore(y[m])
+    info = tr[["cell", "track_id", "n_frames", "lifetime_s", "catIdx", "aux_positive", "Y_sig_mean",
+               "Y_max", "n_sig_aux"]].copy()
+    info["n_padded"] = padded
+    info["thresh_short"], info["thresh_long"] = short, long
+    return X.astype(np.float32), y.astype(np.float32), cells, tr["track_id"].to_numpy(), info
