@@ -11,8 +11,16 @@
 * Tracks: a true track of >= ``min_len`` frames is recovered when one predicted track holds
   >= ``min_frac`` of its true frames; the lifetime error compares that predicted track's
   first-to-last frame span with the true one.
+* Real pit densities (issue 13): :func:`score_movie` gives every score of one simulated movie
+  in one flat dict, the one place where tests (``tests/test_cme_dense.py``) and the benchmark
+  (``benchmarks/bench_cme_detect.py``) score: precision and recall overall, for SNR >= 10 and
+  by nearest-neighbour distance (:func:`detection_scores`); whole, split and merged tracks,
+  lifetime errors and auxilin sensitivity / false positives of the processed tracks
+  (:func:`track_scores`). :func:`movie_to_tracks` runs the ingest's detect -> link -> process.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -161,3 +169,214 @@ def track_metrics(pred: pd.DataFrame, truth: pd.DataFrame, matches: pd.DataFrame
             "n_true_tracks_frames": int(by_frames.sum()), "recovered_fraction_frames": frac(rec_frames),
             "lifetime_error_median": float(q[1]), "lifetime_error_iqr": [float(q[0]), float(q[2])],
             "lifetime_error_mae": float(np.mean(np.abs(err))) if err.size else float("nan")}
+
+
+# ----------------------------------------------------------------------------- realistic density (issue 13)
+#
+# The scores below take the simulator's truth tables as they come (``truth_detections`` with
+# ``snr_clathrin``, ``truth_tracks`` with ``visibility``, ``class``, ``aux_positive``,
+# ``snr_max_clathrin``) and the project's outputs (the ``detect_movie`` table; the
+# ``process_tracks`` track table and its per-track-frame table). :func:`score_movie` gathers
+# them into one flat dict, the single place where tests and benchmarks score a movie.
+
+#: nearest-neighbour bands (px) of the crowding scores: close pairs, pairs, isolated spots.
+NEIGHBOUR_BANDS = {"close": (0.0, 3.0), "pair": (3.0, 5.0), "isolated": (5.0, np.inf)}
+
+
+def neighbour_distance(truth: pd.DataFrame) -> np.ndarray:
+    """Distance (px) from each true spot to the nearest other true spot of the same frame
+    (inf when alone), in the order of ``truth``'s rows."""
+    _require(truth, ("frame", "x", "y"), "true detections")
+    from scipy.spatial import cKDTree
+
+    out = np.full(len(truth), np.inf)
+    xy = truth[["x", "y"]].to_numpy(float)
+    for idx in truth.groupby("frame", sort=False).indices.values():
+        if idx.size > 1:
+            d, _ = cKDTree(xy[idx]).query(xy[idx], k=2)
+            out[idx] = d[:, 1]
+    return out
+
+
+def _fraction(hit: np.ndarray) -> float:
+    return float(np.mean(hit)) if hit.size else float("nan")
+
+
+def detection_scores(pred: pd.DataFrame, truth: pd.DataFrame, matches: pd.DataFrame | None = None, *,
+                     max_dist: float = 2.0, snr_min: float = 10.0, snr_col: str = "snr_clathrin",
+                     nn: np.ndarray | None = None) -> dict:
+    """Precision and recall overall, recall of bright spots (``snr_col`` >= ``snr_min``) and
+    of bright spots by the distance to their nearest true neighbour (:data:`NEIGHBOUR_BANDS`),
+    localisation RMSE. ``nn``: :func:`neighbour_distance` of ``truth`` (computed when None;
+    pass it when ``truth`` is a cut of a larger table, so neighbours outside the cut count).
+    """
+    _require(truth, (snr_col,), "true detections")
+    if matches is None:
+        matches = match_detections(pred, truth, max_dist)
+    nn = neighbour_distance(truth) if nn is None else np.asarray(nn, float)
+    found = np.zeros(len(truth), bool)
+    found[truth.index.get_indexer(matches["truth"])] = True
+    bright = truth[snr_col].to_numpy(float) >= snr_min
+    n_pred = len(pred)
+    out = {"n_pred": n_pred, "n_true": len(truth), "n_matched": len(matches),
+           "precision": len(matches) / n_pred if n_pred else float("nan"),
+           "recall": _fraction(found), "n_bright": int(bright.sum()), "recall_bright": _fraction(found[bright]),
+           "rmse_px": float(np.sqrt(np.mean(matches["dist"] ** 2))) if len(matches) else float("nan")}
+    for band, (lo, hi) in NEIGHBOUR_BANDS.items():
+        sel = bright & (nn >= lo) & (nn < hi)
+        out[f"n_bright_{band}"] = int(sel.sum())
+        out[f"recall_bright_{band}"] = _fraction(found[sel])
+    return out
+
+
+def _assign(project_rows: pd.DataFrame, truth: pd.DataFrame, max_dist: float,
+            truth_track_col: str, pred_track_col: str) -> pd.DataFrame:
+    """(tid, pid) of every true spot-frame matched to a project track row (one-to-one per frame)."""
+    rows = project_rows[np.isfinite(project_rows["x"].to_numpy(float))
+                        & np.isfinite(project_rows["y"].to_numpy(float))]
+    m = match_detections(rows, truth, max_dist)
+    return pd.DataFrame({"tid": truth.loc[m["truth"], truth_track_col].to_numpy(),
+                         "pid": rows.loc[m["pred"], pred_track_col].to_numpy()})
+
+
+def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth: pd.DataFrame,
+                 truth_tracks: pd.DataFrame, *, max_dist: float = 2.0, min_len: int = 5,
+                 min_frac: float = 0.8, snr_min: float = 10.0, long_frames: float = 80.0,
+                 aux_col: str = "aux_positive", truth_track_col: str = "track_id",
+                 pred_track_col: str = "track_id") -> dict:
+    """Whole tracks, splits, merges, lifetimes and auxilin labels of project tracks vs truth.
+
+    ``project_rows``: one row per project track and frame (track_id, frame, x, y; the
+    ``process_tracks`` frame table's track rows, gap frames included at their fitted position);
+    ``project_tracks``: the track table (track_id, n_frames, ``aux_col``). True spot-frames
+    are matched one-to-one per frame to project rows within ``max_dist``. A true track's
+    *dominant* project track holds most of its matched frames.
+
+    * bright tracks: true tracks with >= ``min_len`` frames in ``truth`` and a peak SNR >=
+      ``snr_min``; ``whole_fraction``: those whose dominant track holds >= ``min_frac`` of all
+      their frames (missed detections count against it); ``whole_fraction_detected``: the same
+      of their matched frames (linking alone); ``split_fraction``: those whose matched frames
+      fall in >= 2 project tracks; ``pieces_per_track``: mean number of project tracks per
+      bright true track with a match.
+    * ``merged_fraction``: project tracks that are the dominant track of >= 2 true tracks (any
+      brightness, each contributing >= 2 frames), over project tracks that are the dominant
+      track of >= 1 such true track.
+    * lifetimes, over complete (visibility 1) bright tracks: the dominant project track's
+      ``n_frames`` minus the true lifetime in frames (median, IQR, mean |error|, share within
+      3 frames).
+    * auxilin, over complete true tracks of >= ``min_len`` frames that are not hotspots or
+      auxilin-only puncta (the branch drops hotspots): ``aux_sensitivity`` = true aux+ tracks
+      whose dominant project track is labelled ``aux_col``; ``aux_false_positive_rate`` = the
+      same for true aux- tracks (a track without any project track counts as not labelled);
+      both again for true lifetimes > ``long_frames`` frames (``_long``).
+    """
+    _require(project_rows, ("frame", "x", "y", pred_track_col), "project track rows")
+    _require(project_tracks, (pred_track_col, "n_frames"), "project tracks")
+    _require(truth, ("frame", "x", "y", truth_track_col), "true detections")
+    _require(truth_tracks, (truth_track_col, "visibility", "class", "aux_positive", "lifetime_frames",
+                            "snr_max_clathrin"), "true tracks")
+    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
+    n_true = truth.groupby(truth_track_col).size()
+    counts = a.groupby(["tid", "pid"]).size().rename("n").reset_index()
+    dom = counts.sort_values(["tid", "n", "pid"], ascending=[True, False, True]).drop_duplicates("tid")
+    dom = dom.set_index("tid")
+    n_pieces = counts.groupby("tid").size()
+    n_matched = counts.groupby("tid")["n"].sum()
+    tt = truth_tracks.set_index(truth_track_col)
+    tt = tt.loc[tt.index.intersection(n_true.index)]
+    frames = n_true.reindex(tt.index).to_numpy()
+    dom_n = dom["n"].reindex(tt.index).fillna(0).to_numpy()
+    dom_pid = dom["pid"].reindex(tt.index)
+    matched = n_matched.reindex(tt.index).fillna(0).to_numpy()
+    pieces = n_pieces.reindex(tt.index).fillna(0).to_numpy()
+    bright = (frames >= min_len) & (tt["snr_max_clathrin"].to_numpy(float) >= snr_min)
+    out = {"n_bright_tracks": int(bright.sum()),
+           "whole_fraction": _fraction(dom_n[bright] >= min_frac * frames[bright]),
+           "whole_fraction_detected": _fraction(dom_n[bright & (matched > 0)]
+                                                >= min_frac * matched[bright & (matched > 0)]),
+           "split_fraction": _fraction(pieces[bright] >= 2),
+           "pieces_per_track": float(pieces[bright & (pieces > 0)].mean()) if (bright & (pieces > 0)).any()
+           else float("nan")}
+    # merges: project tracks dominant for >= 2 true tracks (each with >= 2 frames in it)
+    held = dom[dom["n"] >= 2]
+    per_project = held.groupby("pid").size()
+    out["n_project_tracks"] = int(per_project.size)
+    out["merged_fraction"] = _fraction(per_project.to_numpy() >= 2)
+    # lifetimes of complete bright tracks
+    n_frames = project_tracks.set_index(pred_track_col)["n_frames"]
+    complete = tt["visibility"].to_numpy() == 1
+    sel = bright & complete & dom_pid.notna().to_numpy()
+    err = (n_frames.reindex(dom_pid[sel].astype(np.int64)).to_numpy(float)
+           - tt["lifetime_frames"].to_numpy(float)[sel])
+    q = np.percentile(err, [25, 50, 75]) if err.size else [np.nan] * 3
+    out.update({"n_lifetime_tracks": int(err.size), "lifetime_error_median": float(q[1]),
+                "lifetime_error_iqr": [float(q[0]), float(q[2])],
+                "lifetime_error_mae": float(np.mean(np.abs(err))) if err.size else float("nan"),
+                "lifetime_within_3_frames": _fraction(np.abs(err) <= 3)})
+    # auxilin labels through the dominant project track
+    if aux_col in project_tracks:
+        label = project_tracks.set_index(pred_track_col)[aux_col].astype("boolean").fillna(False).astype(bool)
+        flagged = np.zeros(len(tt), bool)
+        has = dom_pid.notna().to_numpy()
+        flagged[has] = label.reindex(dom_pid[has].astype(np.int64)).fillna(False).to_numpy(bool)
+        pop = complete & (frames >= min_len) & ~tt["class"].isin(["hotspot", "aux_only"]).to_numpy()
+        pos = tt["aux_positive"].to_numpy(bool)
+        long = tt["lifetime_frames"].to_numpy(float) > long_frames
+        for suffix, extra in (("", np.ones(len(tt), bool)), ("_long", long)):
+            p, n = pop & extra & pos, pop & extra & ~pos
+            out[f"n_aux_positive{suffix}"] = int(p.sum())
+            out[f"n_aux_negative{suffix}"] = int(n.sum())
+            out[f"aux_sensitivity{suffix}"] = _fraction(flagged[p])
+            out[f"aux_false_positive_rate{suffix}"] = _fraction(flagged[n])
+    return out
+
+
+def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, detections: pd.DataFrame, *,
+                shape: tuple[int, int], sigma: float, project_tracks: pd.DataFrame | None = None,
+                project_rows: pd.DataFrame | None = None, max_dist: float = 2.0, snr_min: float = 10.0,
+                min_len: int = 5, min_frac: float = 0.8, long_frames: float = 80.0) -> dict:
+    """Every accuracy score of one simulated movie as one flat dict (the issue-13 table).
+
+    ``detections``: predicted spots (frame, x, y), e.g. the ``detect_movie`` table or a
+    baseline's; ``project_tracks``/``project_rows``: the ``process_tracks`` track table and
+    per-track-frame table (only rows with ``part == 'track'`` are used); without them only the
+    detection scores are returned. The truth is the simulator's clathrin spots (A > 0).
+    Detection is scored inside the ceil(4 sigma) border (cmeAnalysis cannot fit windows that
+    leave the image), with neighbours counted over the whole frame; tracks are scored on true
+    tracks that never come within ceil(4 sigma) + 1 px of the border (track processing drops
+    tracks touching it). Keys: those of :func:`detection_scores` prefixed ``det_`` and of
+    :func:`track_scores` (with ``snr_min``, ``max_dist``).
+    """
+    truth = truth_detections[truth_detections["A_clathrin"] > 0]
+    nn = pd.Series(neighbour_distance(truth), index=truth.index)
+    margin = math.ceil(4 * sigma)
+    t_in = interior(truth, shape, margin)
+    p_in = interior(detections, shape, margin)
+    det = detection_scores(p_in, t_in, max_dist=max_dist, snr_min=snr_min, nn=nn.loc[t_in.index].to_numpy())
+    out = {"snr_min": snr_min, "max_dist": max_dist, **{f"det_{k}": v for k, v in det.items()}}
+    if project_tracks is None or project_rows is None:
+        return out
+    rows = project_rows
+    if "part" in rows:
+        rows = rows[rows["part"].astype(str) == "track"]
+    inside = interior(truth, shape, margin + 1)
+    edge_tracks = set(truth.loc[truth.index.difference(inside.index), "track_id"])
+    t_tracks = truth[~truth["track_id"].isin(edge_tracks)]
+    out.update(track_scores(rows.reset_index(drop=True), project_tracks, t_tracks, truth_tracks,
+                            max_dist=max_dist, min_len=min_len, min_frac=min_frac, snr_min=snr_min,
+                            long_frames=long_frames))
+    return out
+
+
+def movie_to_tracks(movie, cfg: dict | None = None, threads: int = 1):
+    """The ingest's movies -> tracks path of one movie (as ``domains.cme.domain.track_movies``):
+    ``detect_movie`` -> ``link`` -> ``process_tracks``; returns (detections with the linker's
+    ``track_id``, track table, per-track-frame table)."""
+    from domains.cme.tracking.detect import detect_movie
+    from domains.cme.tracking.link import link
+    from domains.cme.tracking.processing import process_tracks
+
+    det, masks = detect_movie(movie, cfg, threads, return_masks=True)
+    det = link(det, cfg)
+    tracks, frames = process_tracks(det, movie, masks, cfg)
+    return det, tracks, frames

@@ -17,6 +17,20 @@ it, with the truth beside it. Model, per cell:
   Gaussian as in cmeAnalysis), rendered only within +-4 sigma of each spot;
 * EMCCD noise (Poisson photo-electrons, Gamma gain, Gaussian read noise, offset) or sCMOS.
 
+Density: ``density`` is the number of clathrin spots alive per px^2 *of cell* in every frame
+(real cells 0.0017-0.0037, cme.md 2; the independent simulators of issue 13 used 0.0029 with
+the cell filling the frame, i.e. ``mask_coverage: [1, 1]``). The birth rate follows from the
+steady state, alive spots = birth rate x mean lifetime in frames, over the mask area
+(``info['birth_rate_per_frame']``); births start a maximal lifetime before frame 0, so every
+frame is in that steady state. The PSF of each channel is ``psf_sigma_clathrin`` /
+``psf_sigma_auxilin`` (px).
+
+Signal-to-noise ratio in the truth: ``snr_<channel>`` = the spot's true peak amplitude (ADU
+above background, the cmeAnalysis A) over the sd of a single pixel of the local background
+at the spot (expected background at its rounded position and frame, bleaching included,
+through :func:`pixel_noise_sd`; the spot's own shot noise and its neighbours are left out).
+With the default camera and a 450-ADU background the sd is ~315 ADU, so SNR 10 is A ~3,150.
+
 Parameter values come from the CME reference notes (``cme.md`` section 4, calibrated on the
 measured statistics of section 2); each default cites its source. Randomness: one
 ``SeedSequence`` per cell, split into independent streams for the cell layout, the events
@@ -237,7 +251,7 @@ class SimulationConfig:
 class SimulatedCell:
     """A simulated movie, its truth tables, the cell mask and the per-cell drawn parameters."""
 
-    movie: Movie
+    movie: Movie | None  # None when simulated with ``render=False``
     truth_tracks: pd.DataFrame
     truth_detections: pd.DataFrame
     mask: np.ndarray
@@ -539,19 +553,27 @@ def _seed_sequence(seed: int | np.random.SeedSequence) -> np.random.SeedSequence
 
 
 def simulate_cell(cfg: SimulationConfig, seed: int | np.random.SeedSequence, *,
-                  name: str = "Cell1") -> SimulatedCell:
+                  name: str = "Cell1", render: bool = True) -> SimulatedCell:
     """Simulate one cell: movie (T, 2, H, W) uint16 plus truth tables (see module docstring).
+
+    ``render=False`` skips the pixels (``movie`` is None) and returns the same truth, mask and
+    info as ``render=True`` (the camera draws from its own random stream): a cheap way to
+    study the event statistics.
 
     ``truth_tracks``: one row per event visible in the movie (class, birth frame, full
     lifetime, visible range, labels, the drawn clathrin peak/plateau ``peak_clathrin`` and
     largest burst amplitude ``peak_auxilin``, the visible maxima, scission and auxilin-peak
     frames, ``Y_sig_mean_true`` = mean auxilin over the ``in_burst`` frames, D, birth
-    position). ``truth_detections``: one row
+    position, ``snr_max_clathrin`` = the largest ``snr_clathrin`` of its visible frames, the
+    burst timing ``burst_onset_frame`` (birth + first burst onset, fractional; NaN without a
+    burst) and ``first_burst_frame``/``last_burst_frame`` (first/last ``in_burst`` frame, NaN
+    if none)). ``truth_detections``: one row
     per (event, visible frame) with the true position (x = column, y = row; auxilin is drawn
     at x + dx, y + dy of ``info['channel_offset_px']``) and amplitudes in ADU above background
     (peak of the continuous Gaussian, bleaching included); ``in_burst`` marks frames whose
     auxilin amplitude exceeds cmeAnalysis' detection level k * sigma_pixel at the auxilin
-    background (``info['aux_significance_adu']``).
+    background (``info['aux_significance_adu']``); ``noise_sd_<channel>`` and
+    ``snr_<channel>`` are the local pixel noise and the SNR of the module docstring.
     """
     seq = _seed_sequence(seed)
     # children derived without SeedSequence.spawn, which would advance ``seq``'s counter
@@ -579,13 +601,13 @@ def simulate_cell(cfg: SimulationConfig, seed: int | np.random.SeedSequence, *,
     rows["x"] += drift[0] * rows["frame"]
     rows["y"] += drift[1] * rows["frame"]
 
-    data = np.empty((T, 2, H, W), dtype=np.uint16)
     sigmas = (cfg.psf_sigma_clathrin, cfg.psf_sigma_auxilin)
     bleach = (cfg.bleach_clathrin, cfg.bleach_auxilin)
     shifts = ((0.0, 0.0), channel_offset)
     frame_all = rows["frame"].to_numpy()
     shaped = field_ * soft_mask
-    for f0 in range(0, T, _CHUNK_FRAMES):
+    data = np.empty((T, 2, H, W), dtype=np.uint16) if render else None
+    for f0 in range(0, T if render else 0, _CHUNK_FRAMES):
         n = min(_CHUNK_FRAMES, T - f0)
         sel = (frame_all >= f0) & (frame_all < f0 + n)
         chunk = rows[sel]
@@ -600,14 +622,32 @@ def simulate_cell(cfg: SimulationConfig, seed: int | np.random.SeedSequence, *,
 
     threshold = float(_K_LEVEL * pixel_noise_sd(cfg, levels[1]))
     truth_tracks, truth_detections = _truth_tables(cfg, events, bursts, rows, threshold)
+    _add_snr(cfg, truth_tracks, truth_detections, [lv * shaped for lv in levels], bleach, shifts)
     info = {"name": name, "seed_entropy": str(seq.entropy), "seed_spawn_key": list(seq.spawn_key),
             "mask_coverage": float(mask.mean()), "bg_clathrin": levels[0], "bg_auxilin": levels[1],
             "channel_offset_px": list(channel_offset), "drift_px_per_frame": list(drift),
             "aux_significance_adu": threshold,
             "birth_rate_per_frame": cfg.density * int(mask.sum()) / expected_lifetime_frames(cfg),
             "n_events": int(len(events))}
-    movie = Movie(data, cfg.frame_interval_s, cfg.pixel_size_um, name)
+    movie = Movie(data, cfg.frame_interval_s, cfg.pixel_size_um, name) if render else None
     return SimulatedCell(movie, truth_tracks, truth_detections, mask, info)
+
+
+def _add_snr(cfg: SimulationConfig, tracks: pd.DataFrame, det: pd.DataFrame, backgrounds: list,
+             bleach: tuple[float, float], shifts) -> None:
+    """Add the local pixel noise and SNR per spot-frame (module docstring) and the per-track
+    largest clathrin SNR, in place."""
+    H, W = backgrounds[0].shape
+    frame = det["frame"].to_numpy()
+    for (name, column), bg, rate, (dx, dy) in zip((("clathrin", "A_clathrin"), ("auxilin", "A_auxilin")),
+                                                   backgrounds, bleach, shifts):
+        ix = np.clip(np.rint(det["x"].to_numpy() + dx), 0, W - 1).astype(np.int64)
+        iy = np.clip(np.rint(det["y"].to_numpy() + dy), 0, H - 1).astype(np.int64)
+        sd = pixel_noise_sd(cfg, bg[iy, ix] * np.exp(-rate * frame))
+        det[f"noise_sd_{name}"] = sd
+        det[f"snr_{name}"] = det[column].to_numpy() / sd
+    tid = tracks["track_id"]
+    tracks["snr_max_clathrin"] = det.groupby("track_id")["snr_clathrin"].max().reindex(tid).to_numpy()
 
 
 def _truth_tables(cfg: SimulationConfig, events: pd.DataFrame, bursts: pd.DataFrame,
@@ -625,6 +665,10 @@ def _truth_tables(cfg: SimulationConfig, events: pd.DataFrame, bursts: pd.DataFr
     n_sig = sig.size().reindex(events.index, fill_value=0).to_numpy()
     y_sig = sig.mean().reindex(events.index, fill_value=0.0).to_numpy()
     n_bursts = bursts.groupby("event").size().reindex(events.index, fill_value=0).to_numpy()
+    first_onset = bursts.groupby("event")["onset"].min().reindex(events.index).to_numpy()
+    burst_frames = detections.loc[detections["in_burst"], ["track_id", "frame"]].groupby("track_id")["frame"]
+    first_burst = burst_frames.min().reindex(events.index).to_numpy(dtype=float)
+    last_burst = burst_frames.max().reindex(events.index).to_numpy(dtype=float)
     burst_max = bursts.groupby("event")["amplitude"].max().reindex(events.index, fill_value=0.0).to_numpy()
     cls = events["cls"].to_numpy()
     peak_frame = np.full(len(events), np.nan)
@@ -658,6 +702,10 @@ def _truth_tables(cfg: SimulationConfig, events: pd.DataFrame, bursts: pd.DataFr
         "y0": events["y0"].to_numpy(),
     })
     tracks["n_visible"] = tracks["last_frame"] - tracks["first_frame"] + 1
+    # appended after the columns above so that their order stays as it was
+    tracks["burst_onset_frame"] = birth + first_onset
+    tracks["first_burst_frame"] = first_burst
+    tracks["last_burst_frame"] = last_burst
     return tracks, detections.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
 
 
