@@ -273,3 +273,107 @@ def test_detect_movie_threads_are_deterministic(simulated):
     sub = type(cell.movie)(cell.movie.data[:6], 1.0, 0.08, "sub")
     one = detect_movie(sub, {}, threads=1)
     pd.testing.assert_frame_equal(one, det[det["frame"] < 6].reset_index(drop=True))
+
+
+# ------------------------------------------------------------------ PSF sigma from the data
+def psf_movie(sigma, sigma_aux, n_aux, seed, n_frames=5, size=192, n_spots=100):
+    """(T, 2, H, W) EMCCD movie of independent frames: ``n_spots`` clathrin pits (log-normal
+    amplitudes around 3,000 ADU, density 0.0027 px^-2), the first ``n_aux`` with auxilin."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        xs, ys = rng.uniform(6, size - 6, n_spots), rng.uniform(6, size - 6, n_spots)
+        amps = 3000 * np.exp(rng.normal(0, 0.4, n_spots))
+        aux = np.where(np.arange(n_spots) < n_aux, 2500 * np.exp(rng.normal(0, 0.3, n_spots)), 0.0)
+        frames.append([emccd(render((size, size), xs, ys, amps, sigma, 450), rng),
+                       emccd(render((size, size), xs, ys, aux, sigma_aux, 300), rng)])
+    return np.asarray(frames)
+
+
+@pytest.mark.parametrize("sigma", [1.2, 1.45])
+def test_psf_sigma_estimated_from_simulated_movies(sigma, caplog):
+    """Null sigma: the estimate from 5 frames of a simulated cell at 0.0029 pits/px^2 is within
+    3 % of the rendered PSF (measured 1.204 and 1.450); a configured 1.2 px is used as given,
+    with a warning on the 1.45 px movie only."""
+    from domains.cme.tracking.detect import movie_sigmas
+    from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
+
+    cfg = SimulationConfig.from_dict({"height": 256, "width": 256, "n_frames": 12, "density": 0.0029,
+                                      "psf_sigma_clathrin": sigma, "psf_sigma_auxilin": sigma})
+    data = simulate_cell(cfg, 3).movie.data
+    est, _ = movie_sigmas(data, DetectionConfig.from_dict({"sigma_clathrin": None, "sigma_aux": None}), 0.08)
+    assert est == pytest.approx(sigma, rel=0.03)
+    with caplog.at_level("INFO", logger="domains.cme.tracking.detect"):
+        got = movie_sigmas(data, DetectionConfig.from_dict({"sigma_clathrin": 1.2, "sigma_aux": 1.1}), 0.08)
+    assert got == (1.2, 1.1)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("clathrin" in m for m in warned) == (sigma == 1.45)  # 1.2 is 17 % narrower than 1.45
+
+
+@pytest.mark.parametrize("sigma,sigma_aux", [(1.2, 1.1), (1.45, 1.3)])
+def test_psf_sigma_of_both_channels_from_lone_spots(sigma, sigma_aux):
+    """Independent frames of 100 random pits (auxilin at all): both sigmas within 4 %.
+    Measured over seeds 0-3: clathrin -3 % to +1 %, auxilin -6 % to +1 % (the estimate is
+    slightly low at moderate SNR)."""
+    from domains.cme.tracking.detect import movie_sigmas
+
+    data = psf_movie(sigma, sigma_aux, 100, seed=2)
+    est, est_aux = movie_sigmas(data, DetectionConfig.from_dict({"sigma_clathrin": None, "sigma_aux": None}), 0.08)
+    assert est == pytest.approx(sigma, rel=0.04)
+    assert est_aux == pytest.approx(sigma_aux, rel=0.04)
+
+
+def test_psf_sigma_sparse_auxilin_falls_back_and_detect_movie_uses_the_estimate(caplog):
+    """Auxilin at 3 spots per frame is too sparse to estimate: the optics' value is used and
+    logged; detect_movie reports the estimated clathrin sigma in det['sigma']."""
+    from types import SimpleNamespace
+
+    from domains.cme.tracking.detect import movie_sigmas
+
+    data = psf_movie(1.45, 1.1, 3, seed=9)
+    cfg = DetectionConfig.from_dict({"sigma_clathrin": None, "sigma_aux": None})
+    with caplog.at_level("INFO", logger="domains.cme.tracking.detect"):
+        est, est_aux = movie_sigmas(data, cfg, 0.08)
+    assert est == pytest.approx(1.45, rel=0.04)
+    assert est_aux == cfg.sigmas(0.08)[1] == 1.1  # optics 0.90 px clamped to sigma_min
+    assert any("auxilin" in r.getMessage() and "not estimated" in r.getMessage() for r in caplog.records)
+    movie = SimpleNamespace(data=data[:2], pixel_size_um=0.08, name="m")
+    det = detect_movie(movie, {"detection": {"sigma_clathrin": None, "sigma_aux": None, "sigma_frames": 2}})
+    assert det["sigma"].iloc[0] == pytest.approx(movie_sigmas(data[:2], DetectionConfig.from_dict(
+        {"sigma_clathrin": None, "sigma_aux": None, "sigma_frames": 2}), 0.08)[0])
+    off = DetectionConfig.from_dict({"sigma_clathrin": None, "estimate_sigma": False})
+    assert movie_sigmas(data, off, 0.08) == off.sigmas(0.08)
+
+
+# ------------------------------------------------------------------ auxilin at crowded pits
+def test_slave_fit_does_not_credit_a_neighbours_burst():
+    """A bright auxilin burst at a clathrin neighbour 3 px away and none at the target.
+
+    Without the neighbour in the model the free fit walks onto the burst (or the fixed fit
+    absorbs its flank) and the target is significant in 67 % of 36 cases (measured); with the
+    neighbours in the model in 3 %. A target with its own auxilin keeps an unbiased amplitude,
+    and spots without a neighbour with auxilin get bit-identical results."""
+    from domains.cme.tracking.detect import fit_slave
+
+    rng = np.random.default_rng(3)
+    g = 14 + 24 * np.arange(6)
+    cx, cy = (a.ravel() + rng.uniform(-0.5, 0.5, a.size) for a in np.meshgrid(g, g))
+    th = rng.uniform(0, 2 * np.pi, cx.size)
+    nx_, ny_ = cx + 3.0 * np.cos(th), cy + 3.0 * np.sin(th)
+    lone = (cx[:, None] + [[0.0, 12.0]], cy[:, None] + [[12.0, 0.0]])  # more clathrin spots, no neighbour
+    n = cx.size
+    own = np.where(np.arange(n) % 2 == 0, 0.0, 1500.0)  # every other target has its own auxilin
+    xs = np.concatenate([cx, nx_, lone[0][:, 1]])
+    ys = np.concatenate([cy, ny_, lone[1][:, 0]])
+    amps = np.concatenate([own, np.full(n, 2500.0), np.full(n, 1200.0)])
+    img = emccd(render((160, 160), xs, ys, amps, 1.1, 300), rng).astype(float)
+    old = fit_slave(img, xs, ys, 1.1, 1.2, 0.05, neighbours=False)
+    new = fit_slave(img, xs, ys, 1.1, 1.2, 0.05, neighbours=True)
+    empty = own == 0
+    assert np.mean(old["pval_A_aux"][:n][empty] < 0.05) >= 0.5
+    assert np.mean(new["pval_A_aux"][:n][empty] < 0.05) <= 0.1
+    assert np.median(new["A_aux"][:n][~empty]) == pytest.approx(1500 * 0.98, rel=0.1)
+    assert np.all(new["pval_A_aux"][n:2 * n] < 1e-6)  # the neighbours keep their bursts
+    assert np.median(new["A_aux"][n:2 * n]) == pytest.approx(2500 * 0.98, rel=0.08)
+    for k in old:  # lone spots: no neighbour in the window, the same numbers
+        np.testing.assert_array_equal(old[k][2 * n:], new[k][2 * n:])
