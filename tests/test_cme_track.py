@@ -30,7 +30,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(set(zip(a, b))) == len(set(a)) == len(set(b))
 
 
-@pytest.mark.parametrize("linker", ["trackpy", "laptrack"])
+@pytest.mark.parametrize("linker", ["trackpy", "laptrack", "utrack"])
 def test_linkers_recover_tracks_and_bridge_gaps(linker):
     drop = {(0, 5), (1, 7), (1, 8), (2, 3), (2, 4), (2, 5)}  # gaps of 1, 2 and 3 frames
     det = brownian_detections(drop=drop)
@@ -65,7 +65,7 @@ def test_laptrack_merge_split_and_spurious_branches():
 
 
 def test_tracking_config_validation():
-    assert TrackingConfig.from_dict({}).memory == 2
+    assert TrackingConfig.from_dict({}).memory == 3
     with pytest.raises(InputError):
         TrackingConfig.from_dict({"linker": "btrack"})
     with pytest.raises(InputError):
@@ -109,7 +109,7 @@ def simulated():
     return cell, det, truth
 
 
-@pytest.mark.parametrize("linker", ["trackpy", "laptrack"])
+@pytest.mark.parametrize("linker", ["trackpy", "laptrack", "utrack"])
 def test_link_accuracy_against_simulator_truth(simulated, linker):
     cell, det, truth = simulated
     linked = link(det, {"tracking": {"linker": linker}})

@@ -1,11 +1,14 @@
 """Frame-to-frame linking of clathrin detections with maintained trackers.
 
-``trackpy`` (default): nearest-neighbour LAP linking with a search range and a ``memory``
-of missed frames (gap bridging). ``laptrack``: the u-track-style two-step LAP (Jaqaman et al.
-2008) with gap closing and, optionally, merging and splitting, the closest to the u-track
-tracker cmeAnalysis runs (search radius 3 px, gaps of up to 2 frames).
+``trackpy``: nearest-neighbour LAP linking with a search range and a ``memory``
+of missed frames (gap bridging). ``laptrack``: laptrack's own two-step LAP (Jaqaman et al.
+2008) with one fixed search radius, gap closing and, optionally, merging and splitting.
+``utrack`` (default): the u-track tracker cmeAnalysis runs, built on laptrack's LAP cost matrices and
+solver with u-track's motion-aware costs (see :func:`_link_utrack`): per-track search radii
+from the tracks' own step statistics, then one global LAP that closes gaps (cost scaled by the
+amplitude ratio and a per-frame gap penalty) and, optionally, links merges and splits.
 
-Both give the detection table back with ``track_id`` (one id per linear track segment) and
+All give the detection table back with ``track_id`` (one id per linear track segment) and
 ``compound_id`` (segments joined by merges/splits share it; equal to ``track_id`` without
 merges/splits). Spurious merge/split branches are removed the way cmeAnalysis preprocessing
 does (single-frame branches; branches shorter than 4 frames that split from and merge back
@@ -24,7 +27,7 @@ from awd.io import InputError
 
 log = logging.getLogger(__name__)
 
-LINKERS = ("trackpy", "laptrack")
+LINKERS = ("trackpy", "laptrack", "utrack")
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,37 @@ class TrackingConfig:
     """Linking settings (config section ``tracking``).
 
     ``search_range`` px per frame; ``memory``: frames a spot may be missing inside a track
-    (trackpy memory; laptrack gap closing up to ``memory + 1`` frames apart).
+    (trackpy memory; laptrack/utrack gap closing up to ``memory + 1`` frames apart).
     ``adaptive_stop``/``adaptive_step``: trackpy shrinks the search range in over-large
-    subnetworks down to ``adaptive_stop`` px instead of failing. ``merge_split`` (laptrack
-    only) also links merges and splits within ``search_range``.
+    subnetworks down to ``adaptive_stop`` px instead of failing. ``merge_split`` (laptrack,
+    utrack) also links merges and splits.
+
+    utrack only: ``search_range`` is the radius of the first linking pass; later passes give
+    each detection the radius ``brown_std_mult`` x the RMS frame step of its track (shrunk
+    towards the movie's typical step with the weight of ``step_prior_weight`` steps), bounded
+    by [``min_search_radius``, ``max_search_radius``]; ``motion_passes`` linking passes in all.
+    The frame-to-frame cost (squared distance) is multiplied by the amplitude ratio (column
+    ``A``, larger over smaller) to the power ``amplitude_weight`` (0: positions only).
+    Gap closing joins a track end to a track start up to ``memory`` missed frames later within
+    that radius x sqrt(frames apart); its cost (squared distance over the expected squared
+    step) is multiplied by the amplitude ratio of the two ends (candidates above
+    ``amplitude_ratio_max`` are not joined) and by ``gap_penalty`` per missed frame.
     """
 
-    linker: str = "trackpy"
+    linker: str = "utrack"
     search_range: float = 3.0
-    memory: int = 2
+    memory: int = 3
     adaptive_stop: float = 0.5
     adaptive_step: float = 0.95
     merge_split: bool = False
+    brown_std_mult: float = 3.0
+    min_search_radius: float = 1.0
+    max_search_radius: float = 8.0
+    motion_passes: int = 3
+    step_prior_weight: float = 3.0
+    gap_penalty: float = 1.5
+    amplitude_ratio_max: float = 3.0
+    amplitude_weight: float = 2.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackingConfig":
@@ -59,6 +81,14 @@ class TrackingConfig:
             raise InputError("config:tracking", "search_range must be > 0 and memory >= 0")
         if not 0 < cfg.adaptive_stop <= cfg.search_range or not 0 < cfg.adaptive_step < 1:
             raise InputError("config:tracking", "need 0 < adaptive_stop <= search_range and 0 < adaptive_step < 1")
+        if cfg.brown_std_mult <= 0 or not 0 < cfg.min_search_radius <= cfg.max_search_radius:
+            raise InputError("config:tracking",
+                             "need brown_std_mult > 0 and 0 < min_search_radius <= max_search_radius")
+        if cfg.motion_passes < 1 or cfg.step_prior_weight < 0:
+            raise InputError("config:tracking", "need motion_passes >= 1 and step_prior_weight >= 0")
+        if cfg.gap_penalty < 1 or cfg.amplitude_ratio_max < 1 or cfg.amplitude_weight < 0:
+            raise InputError("config:tracking",
+                             "need gap_penalty >= 1, amplitude_ratio_max >= 1 and amplitude_weight >= 0")
         return cfg
 
 
@@ -68,7 +98,8 @@ def tracking_config(cfg: dict | None) -> TrackingConfig:
 
 
 def link(detections: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
-    """Link detections (columns frame, x, y) into tracks; returns a copy with ``track_id``
+    """Link detections (columns frame, x, y; utrack also uses the amplitude ``A`` where
+    present) into tracks; returns a copy with ``track_id``
     and ``compound_id`` (int64, numbered by first appearance). Detections on dropped
     spurious branches get -1."""
     tcfg = tracking_config(cfg)
@@ -76,6 +107,8 @@ def link(detections: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     if missing:
         raise InputError(None, f"link: detection table lacks columns {sorted(missing)}")
     det = detections.reset_index(drop=True).copy()
+    if not np.isfinite(det[["x", "y"]].to_numpy(float)).all():
+        raise InputError(None, "link: detection table has non-finite x/y positions")
     if len(det) == 0:
         det["track_id"] = pd.Series(dtype=np.int64)
         det["compound_id"] = pd.Series(dtype=np.int64)
@@ -83,6 +116,8 @@ def link(detections: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     if tcfg.linker == "trackpy":
         seg = _link_trackpy(det, tcfg)
         comp = seg.copy()
+    elif tcfg.linker == "utrack":
+        seg, comp = _link_utrack(det, tcfg)
     else:
         seg, comp = _link_laptrack(det, tcfg)
     det["track_id"], det["compound_id"] = _renumber(det, seg, comp)
@@ -97,10 +132,12 @@ def _renumber(det: pd.DataFrame, seg: np.ndarray, comp: np.ndarray) -> tuple[np.
     out = []
     for lab in (seg, comp):
         new = np.full(len(lab), -1, np.int64)
-        mapping: dict[int, int] = {}
-        for i in order:
-            if lab[i] >= 0:
-                new[i] = mapping.setdefault(int(lab[i]), len(mapping))
+        lab_o = np.asarray(lab)[order]
+        valid = lab_o >= 0
+        _, first, inv = np.unique(lab_o[valid], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        new[order[valid]] = rank[inv.ravel()]
         out.append(new)
     return out[0], out[1]
 
@@ -233,3 +270,318 @@ def _components(succ, pred, keep) -> np.ndarray:
                     stack.append(j)
         k += 1
     return comp
+
+
+# --------------------------------------------------------------------------------------
+# utrack: u-track's motion-aware two-step LAP on laptrack's cost matrices and solver
+# --------------------------------------------------------------------------------------
+def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """u-track linking (Jaqaman et al. 2008) with Brownian motion costs.
+
+    1. Frame-to-frame LAP in ``motion_passes`` passes: the first with ``search_range`` for
+       every detection, each later one with per-detection radii from the previous pass's
+       tracks (:func:`_search_radii`). Cost = squared distance; start/end costs at 1.05 x the
+       frame's largest candidate cost (laptrack's default), so every link inside a radius
+       beats ending a track when it competes with no better one.
+    2. One global LAP over the segments (:func:`_close_gaps`): gap closing and, with
+       ``merge_split``, merges and splits.
+    laptrack's own candidate search (a pandas row loop over all segment pairs) took 80 % of
+    its run time; here candidates come from k-d trees and the costs are vectorised, and
+    laptrack builds the Jaqaman cost matrices and solves them.
+    """
+    n = len(det)
+    frames_in = det["frame"].to_numpy(np.int64)
+    order = np.argsort(frames_in, kind="stable")  # work on rows sorted by frame
+    f = frames_in[order]
+    p = det[["x", "y"]].to_numpy(float)[order]
+    amp = None
+    if "A" in det.columns:
+        amp = np.abs(det["A"].to_numpy(float)[order])
+        amp = np.where(np.isfinite(amp) & (amp > 0), amp, np.nan)
+    bounds = np.searchsorted(f, np.arange(f.min(), f.max() + 2))
+    radius = np.full(n, float(tcfg.search_range))
+    nxt = _frame_links(p, bounds, radius, amp, tcfg.amplitude_weight)
+    for _ in range(tcfg.motion_passes - 1):
+        radius = _search_radii(p, nxt, tcfg, local=True)[0]
+        nxt = _frame_links(p, bounds, radius, amp, tcfg.amplitude_weight)
+    extra = _close_gaps(p, f, amp, nxt, tcfg)
+    if not any(len(e) for e in extra[1:]):  # linear chains only: label them directly
+        nxt = nxt.copy()
+        nxt[extra[0][:, 0]] = extra[0][:, 1]
+        seg_sorted = _chain_labels(nxt, bounds)
+        seg = np.empty(n, np.int64)
+        seg[order] = seg_sorted
+        return seg, seg.copy()
+    edges = [np.column_stack([np.flatnonzero(nxt >= 0), nxt[nxt >= 0]])] + list(extra)
+    edges = order[np.concatenate(edges)]
+    succ: dict[int, list[int]] = {i: [] for i in range(n)}
+    pred: dict[int, list[int]] = {i: [] for i in range(n)}
+    for a, b in edges.tolist():
+        succ[a].append(b)
+        pred[b].append(a)
+    xy = det[["x", "y"]].to_numpy(float)
+    seg, start_parent, end_parent = _segments(succ, pred, frames_in, xy)
+    keep = _drop_spurious_branches(seg, start_parent, end_parent, succ, pred, frames_in)
+    return np.where(keep, seg, -1), _components(succ, pred, keep)
+
+
+def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.ndarray | None = None,
+                 amp_weight: float = 0.0) -> np.ndarray:
+    """Frame-to-frame LAP; ``nxt[i]`` = the row linked to row ``i`` in the next frame, or -1.
+
+    Rows are sorted by frame, frame t holds rows ``bounds[t]:bounds[t+1]``; a link i -> j is a
+    candidate when ``|p_j - p_i| <= radius[i]``; its cost is the squared distance times the
+    amplitude ratio max/min ^ ``amp_weight`` (1 where an amplitude is missing).
+    """
+    from laptrack._coo_matrix_builder import coo_matrix_builder
+    from laptrack._cost_matrix import build_frame_cost_matrix
+    from laptrack._optimization import lap_optimization
+    from scipy.spatial import cKDTree
+
+    nxt = np.full(len(p), -1, np.int64)
+    r_max = float(radius.max()) if len(radius) else 0.0
+    tree_b = None
+    for t in range(len(bounds) - 2):
+        a0, a1, b1 = bounds[t], bounds[t + 1], bounds[t + 2]
+        tree_a = tree_b if tree_b is not None else (cKDTree(p[a0:a1]) if a1 > a0 else None)
+        tree_b = cKDTree(p[a1:b1]) if b1 > a1 else None
+        if tree_a is None or tree_b is None:
+            continue
+        pairs = tree_a.sparse_distance_matrix(tree_b, r_max, output_type="ndarray")
+        i, j, d = pairs["i"], pairs["j"], pairs["v"]
+        ok = d <= radius[a0 + i]
+        if not ok.any():
+            continue
+        i, j, cost = i[ok], j[ok], d[ok] ** 2
+        if amp is not None and amp_weight > 0:
+            cost = cost * _amp_ratio(amp[a0 + i], amp[a1 + j]) ** amp_weight
+        dist = coo_matrix_builder((a1 - a0, b1 - a1), row=i, col=j, data=cost, dtype=np.float32)
+        xs, _ = lap_optimization(build_frame_cost_matrix(dist, track_start_cost=None, track_end_cost=None))
+        src = np.flatnonzero(xs[:a1 - a0] < b1 - a1)
+        nxt[a0 + src] = a1 + xs[src]
+    return nxt
+
+
+def _amp_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """max/min amplitude ratio, 1 where either is missing."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.maximum(a, b) / np.minimum(a, b)
+    return np.where(np.isfinite(r), r, 1.0)
+
+
+def _chain_labels(nxt: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Segment label of every row of linear chains (``nxt`` points to later frames only)."""
+    prev = np.full(len(nxt), -1, np.int64)
+    src = np.flatnonzero(nxt >= 0)
+    prev[nxt[src]] = src
+    seg = np.full(len(nxt), -1, np.int64)
+    starts = np.flatnonzero(prev < 0)
+    seg[starts] = np.arange(len(starts))
+    for t in range(len(bounds) - 1):  # predecessors lie in earlier frames: labelled already
+        rows = np.arange(bounds[t], bounds[t + 1])
+        rows = rows[prev[rows] >= 0]
+        seg[rows] = seg[prev[rows]]
+    return seg
+
+
+def _search_radii(p: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: bool = False):
+    """Per-row search radius from the step statistics of its segment of ``nxt``.
+
+    Mean squared step of a segment, shrunk towards the movie's typical one (the median
+    squared step / ln 2, the mean of an isotropic 2D Gaussian step, robust to the few fast
+    tracks) with the weight of ``step_prior_weight`` steps; radius = ``brown_std_mult`` x its
+    root, bounded by [min_search_radius, max_search_radius]. Returns (radius per row, segment
+    label per row, mean squared step per segment, steps per segment, global mean squared step).
+    """
+    seg = _chain_labels_any(nxt)
+    src = np.flatnonzero(nxt >= 0)
+    d2 = np.sum((p[nxt[src]] - p[src]) ** 2, axis=1)
+    n_seg = int(seg.max()) + 1 if len(seg) else 0
+    if len(d2):
+        ms_glob = float(np.median(d2) / np.log(2.0))
+    else:
+        ms_glob = (tcfg.search_range / tcfg.brown_std_mult) ** 2
+    ms_glob = max(ms_glob, 1e-6)
+    s_sum = np.bincount(seg[src], weights=d2, minlength=n_seg)
+    s_n = np.bincount(seg[src], minlength=n_seg).astype(float)
+    w = tcfg.step_prior_weight
+    ms = (s_sum + w * ms_glob) / np.maximum(s_n + w, 1e-12)
+    ms = np.where(s_n + w > 0, ms, ms_glob)
+    ms_row = ms[seg]
+    if local and _STEP_WINDOW > 0:
+        ms_row = _windowed_ms(p, nxt, seg, ms_row, w)
+    r_row = np.clip(tcfg.brown_std_mult * np.sqrt(ms_row), tcfg.min_search_radius, tcfg.max_search_radius)
+    return r_row, seg, ms, s_n, ms_glob
+
+
+_STEP_WINDOW = 3
+
+
+def _windowed_ms(p, nxt, seg, ms_prior, w):
+    """Mean squared step of the ``_STEP_WINDOW`` links before and after each row in its
+    segment, shrunk towards ``ms_prior`` (the segment's estimate) with weight ``w``: the
+    radius follows changes of motion inside a track (a vesicle leaving after scission).
+    Rows must be sorted by frame, so the row order inside a segment is its time order."""
+    n = len(nxt)
+    has = nxt >= 0
+    d2 = np.zeros(n)
+    d2[has] = np.sum((p[nxt[has]] - p[has]) ** 2, axis=1)
+    order = np.lexsort((np.arange(n), seg))
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n)
+    cs = np.concatenate([[0.0], np.cumsum(d2[order])])  # link k of the order: row order[k] -> next
+    cn = np.concatenate([[0], np.cumsum(has[order])])
+    first = np.searchsorted(seg[order], seg, side="left")
+    last = np.searchsorted(seg[order], seg, side="right") - 1  # the segment's last row: no link
+    lo = np.maximum(pos - _STEP_WINDOW, first)
+    hi = np.minimum(pos + _STEP_WINDOW, last)
+    s_win = cs[hi] - cs[lo]
+    n_win = cn[hi] - cn[lo]
+    return (s_win + w * ms_prior) / np.maximum(n_win + w, 1e-12)
+
+
+def _chain_labels_any(nxt: np.ndarray) -> np.ndarray:
+    """Chain labels without frame bounds (rows need not be sorted): pointer jumping."""
+    prev = np.full(len(nxt), -1, np.int64)
+    src = np.flatnonzero(nxt >= 0)
+    prev[nxt[src]] = src
+    head = np.where(prev < 0, np.arange(len(nxt)), prev)
+    while True:  # head[i] -> the first row of i's chain, in O(log length) rounds
+        nh = head[head]
+        if np.array_equal(nh, head):
+            break
+        head = nh
+    _, seg = np.unique(head, return_inverse=True)
+    return seg.astype(np.int64)
+
+
+def _end_amplitude(amp: np.ndarray, start: np.ndarray, step: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean amplitude of up to ``k`` rows from ``start`` following ``step`` (prev or nxt)."""
+    total = np.zeros(len(start))
+    count = np.zeros(len(start))
+    cur = start.copy()
+    for _ in range(k):
+        ok = cur >= 0
+        a = np.where(ok, amp[np.where(ok, cur, 0)], np.nan)
+        good = np.isfinite(a)
+        total += np.where(good, a, 0.0)
+        count += good
+        cur = np.where(ok, step[np.where(ok, cur, 0)], -1)
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _close_gaps(p: np.ndarray, f: np.ndarray, amp: np.ndarray | None, nxt: np.ndarray,
+                tcfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """u-track's gap-closing/merge/split LAP over the segments of ``nxt``.
+
+    Returns row pairs (a, b), a earlier, for gap links, merges and splits. Candidate costs are
+    d^2 / (sigma^2 dt) with sigma = the pooled search radius / ``brown_std_mult`` of the two
+    segments (so a cost of ``brown_std_mult``^2 is the edge of the radius x sqrt(dt)),
+    times the amplitude ratio (u-track's ampRatio: max/min of the end and start amplitudes;
+    for a merge the merged spot over the sum of its two parents, inverted and squared below 1)
+    and ``gap_penalty`` ^ (missed frames). Not linking costs ``brown_std_mult``^2 per end,
+    start, merge or split candidate, so a candidate is taken only below that cost.
+    """
+    from laptrack._coo_matrix_builder import coo_matrix_builder
+    from laptrack._cost_matrix import build_segment_cost_matrix
+    from laptrack._optimization import lap_optimization
+    from scipy.spatial import cKDTree
+
+    empty = np.empty((0, 2), np.int64)
+    gmax = tcfg.memory + 1
+    mult2 = tcfg.brown_std_mult ** 2
+    _, seg, ms, s_n, ms_glob = _search_radii(p, nxt, tcfg)
+    prev = np.full(len(nxt), -1, np.int64)
+    src = np.flatnonzero(nxt >= 0)
+    prev[nxt[src]] = src
+    n_seg = len(ms)
+    first = np.empty(n_seg, np.int64)
+    last = np.empty(n_seg, np.int64)
+    first[seg[prev < 0]] = np.flatnonzero(prev < 0)
+    last[seg[nxt < 0]] = np.flatnonzero(nxt < 0)
+    w = tcfg.step_prior_weight
+    s_sum = ms * (s_n + w) - w * ms_glob  # sum of squared steps per segment
+
+    def sigma2(s_a, s_b=None):
+        """Expected squared step (clamped like the radius) of one or two pooled segments."""
+        if s_b is None:
+            m = ms[s_a]
+        else:
+            m = (s_sum[s_a] + s_sum[s_b] + w * ms_glob) / np.maximum(s_n[s_a] + s_n[s_b] + w, 1e-12)
+        r = np.clip(tcfg.brown_std_mult * np.sqrt(m), tcfg.min_search_radius, tcfg.max_search_radius)
+        return (r / tcfg.brown_std_mult) ** 2
+
+    r_far = tcfg.max_search_radius * np.sqrt(gmax)
+    gap = coo_matrix_builder((n_seg, n_seg), dtype=np.float32)
+    if n_seg > 1:
+        pairs = cKDTree(p[last]).sparse_distance_matrix(cKDTree(p[first]), r_far, output_type="ndarray")
+        e, s, d = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+        dt = f[first[s]] - f[last[e]]
+        ok = (dt >= 1) & (dt <= gmax) & (e != s)
+        e, s, d, dt = e[ok], s[ok], d[ok], dt[ok]
+        cost = d ** 2 / (sigma2(e, s) * dt)
+        if amp is not None:
+            a_e = _end_amplitude(amp, last[e], prev)
+            a_s = _end_amplitude(amp, first[s], nxt)
+            ratio = np.maximum(a_e, a_s) / np.minimum(a_e, a_s)
+            ratio = np.where(np.isfinite(ratio), ratio, 1.0)
+            cost = np.where(ratio <= tcfg.amplitude_ratio_max, cost * ratio, np.inf)
+        cost = cost * tcfg.gap_penalty ** (dt - 1)
+        ok = cost < mult2
+        gap = coo_matrix_builder((n_seg, n_seg), row=e[ok], col=s[ok], data=cost[ok], dtype=np.float32)
+    merge_pts = split_pts = np.empty(0, np.int64)
+    merge = coo_matrix_builder((n_seg, 0), dtype=np.float32)
+    split = coo_matrix_builder((n_seg, 0), dtype=np.float32)
+    if tcfg.merge_split:
+        merge, merge_pts = _merge_split_candidates(p, f, amp, seg, last, prev, +1, sigma2, tcfg)
+        split, split_pts = _merge_split_candidates(p, f, amp, seg, first, nxt, -1, sigma2, tcfg)
+    if gap.size() + merge.size() + split.size() == 0:
+        return empty, empty, empty
+    cost = build_segment_cost_matrix(gap, split, merge, mult2, mult2, mult2, mult2)
+    xs, ys = lap_optimization(cost)
+    segs = np.arange(n_seg)
+    col, row = xs[:n_seg], ys[:n_seg]
+    g = col < n_seg
+    gaps = np.column_stack([last[g], first[col[g]]])
+    m = (col >= n_seg) & (col < n_seg + len(merge_pts))
+    merges = np.column_stack([last[m], merge_pts[col[m] - n_seg]])
+    sp = (row >= n_seg) & (row < n_seg + len(split_pts))
+    splits = np.column_stack([split_pts[row[sp] - n_seg], first[segs[sp]]])
+    return gaps.astype(np.int64), merges.astype(np.int64), splits.astype(np.int64)
+
+
+def _merge_split_candidates(p, f, amp, seg, ends, step, direction, sigma2, tcfg):
+    """Merge (``direction`` +1: segment ends -> a detection one frame later that continues a
+    segment) or split (-1: segment starts <- a detection one frame earlier that continues)
+    candidates; returns the (segments x candidate points) cost matrix and the points' rows.
+
+    u-track's cost: d^2 / sigma^2 times the amplitude ratio rho = A_point / (A_end + A_other),
+    A_other the point's own neighbour in its segment; rho < 1 is penalised as rho^-2.
+    """
+    from laptrack._coo_matrix_builder import coo_matrix_builder
+    from scipy.spatial import cKDTree
+
+    n_seg = len(ends)
+    other = step  # merges: step = prev, the point's predecessor; splits: step = nxt, its successor
+    pts = np.flatnonzero(other >= 0)
+    if len(pts) == 0 or n_seg == 0:
+        return coo_matrix_builder((n_seg, 0), dtype=np.float32), np.empty(0, np.int64)
+    scale = 4.0 * tcfg.max_search_radius  # frame axis: balls never reach another frame
+    tree_pts = cKDTree(np.column_stack([p[pts], f[pts] * scale]))
+    tree_end = cKDTree(np.column_stack([p[ends], (f[ends] + direction) * scale]))
+    pairs = tree_end.sparse_distance_matrix(tree_pts, tcfg.max_search_radius, output_type="ndarray")
+    e, k, d = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+    q = pts[k]
+    ok = seg[q] != e
+    e, q, d = e[ok], q[ok], d[ok]
+    cost = d ** 2 / sigma2(e)
+    if amp is not None:
+        rho = amp[q] / (amp[ends[e]] + amp[other[q]])
+        factor = np.where(rho >= 1, rho, rho ** -2.0)
+        factor = np.where(np.isfinite(factor), factor, 1.0)
+        cost = np.where(factor <= tcfg.amplitude_ratio_max, cost * factor, np.inf)
+    ok = cost < tcfg.brown_std_mult ** 2
+    e, q, cost = e[ok], q[ok], cost[ok]
+    uniq, col = np.unique(q, return_inverse=True)
+    return coo_matrix_builder((n_seg, len(uniq)), row=e, col=col, data=cost, dtype=np.float32), uniq
