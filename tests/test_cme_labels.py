@@ -15,7 +15,8 @@ from domains.cme.tracking import accuracy as acc
 from domains.cme.tracking.detect import detect_movie
 from domains.cme.tracking.link import link
 from domains.cme.tracking.processing import _prctile, process_tracks, to_napari_tracks, write_napari_tracks, write_tables
-from domains.cme.traces import aux_labels, build_traces, downsample, purity_thresholds
+from domains.cme.traces import (AUX_THRESH_SD, LabelConfig, add_labels, aux_labels, aux_noise, build_traces, downsample,
+                                purity_thresholds)
 
 
 # ------------------------------------------------------------------ small pieces
@@ -202,7 +203,8 @@ def _tables(seed=0):
             p = np.where(pos & (np.arange(L) >= L - 4), 0.001, 0.5)
             trs.append({"cell": cell, "track_id": L, "catIdx": cat, "n_frames": L, "lifetime_s": float(L)})
             frs.append(pd.DataFrame({"cell": cell, "track_id": L, "part": "track", "frame": np.arange(L),
-                                     "A_clathrin": A, "A_auxilin": Y, "pval_Ar_auxilin": p}))
+                                     "A_clathrin": A, "A_auxilin": Y, "pval_Ar_auxilin": p,
+                                     "sigma_r_auxilin": rng.normal(300, 10, L)}))
     return pd.DataFrame(trs), pd.concat(frs, ignore_index=True)
 
 
@@ -234,6 +236,113 @@ def test_build_traces_filters_and_normalises():
     assert len(X2) == 3 * 45 - 6 * 3 - 1
     with pytest.raises(InputError):
         build_traces(tracks.drop(columns=["catIdx"]), frames, {})
+
+
+def test_aux_threshold_follows_the_noise():
+    """Y_max > aux_thresh_sd x the cell's median auxilin sigma_r (973 ADU at the reference
+    camera's 335 ADU), or an absolute aux_thresh_adu; hand-made cells of known noise."""
+    assert AUX_THRESH_SD * 335 == pytest.approx(973, rel=0.01)
+    rows = []
+    for cell, noise in (("quiet", 200.0), ("loud", 400.0)):
+        for tid, y_max in enumerate((500.0, 700.0, 1000.0, 1300.0)):
+            Y = np.r_[np.zeros(9), y_max]
+            rows.append(pd.DataFrame({"cell": cell, "track_id": tid, "part": "track", "frame": np.arange(10),
+                                      "A_auxilin": Y, "pval_Ar_auxilin": 0.5,
+                                      "sigma_r_auxilin": noise + np.r_[-50.0, 50.0, np.zeros(8)]}))
+        # buffer rows do not count towards the noise
+        rows.append(pd.DataFrame({"cell": cell, "track_id": 0, "part": "start_buffer", "frame": [-1],
+                                  "A_auxilin": [0.0], "pval_Ar_auxilin": [0.5], "sigma_r_auxilin": [5000.0]}))
+    frames = pd.concat(rows, ignore_index=True)
+    tracks = frames[["cell", "track_id"]].drop_duplicates().reset_index(drop=True)
+    assert aux_noise(frames).to_dict() == {"quiet": 200.0, "loud": 400.0}
+    lab = add_labels(tracks, frames, {})
+    # thresholds 580 and 1160 ADU
+    assert lab.attrs["aux_thresh_adu"] == pytest.approx({"quiet": 580.0, "loud": 1160.0})
+    pos = lab.set_index(["cell", "track_id"])["aux_positive"]
+    assert pos["quiet"].tolist() == [False, True, True, True] and pos["loud"].tolist() == [False, False, False, True]
+    # the same cells at twice the gain: the same labels
+    double = frames.assign(A_auxilin=2 * frames["A_auxilin"], sigma_r_auxilin=2 * frames["sigma_r_auxilin"])
+    pd.testing.assert_series_equal(add_labels(tracks, double, {})["aux_positive"], lab["aux_positive"])
+    # the reference pipeline's absolute threshold, which does not follow the gain
+    cfg = {"labels": {"aux_thresh_adu": 973.0}}
+    absolute = add_labels(tracks, frames, cfg)
+    assert absolute.attrs["aux_thresh_adu"] == {"quiet": 973.0, "loud": 973.0}
+    assert absolute["aux_positive"].tolist() == [False, False, True, True] * 2
+    assert add_labels(tracks, double, cfg)["aux_positive"].tolist() == [True, True, True, True] * 2
+    # with categories, the noise comes from the category-1 tracks of a cell (lifetimeData.mat
+    # keeps only those), from all its tracks if it has none
+    cats = tracks.assign(catIdx=np.where(tracks["track_id"] == 0, 1, 2))
+    cats.loc[cats["cell"] == "loud", "catIdx"] = 3
+    noisy = frames.assign(sigma_r_auxilin=np.where(frames["track_id"] == 0, frames["sigma_r_auxilin"],
+                                                   2 * frames["sigma_r_auxilin"]))
+    assert aux_noise(noisy, cats).to_dict() == {"quiet": 200.0, "loud": 800.0}
+    assert add_labels(cats, noisy, {}).attrs["aux_thresh_adu"] == pytest.approx({"quiet": 580.0, "loud": 2320.0})
+    # an absolute threshold needs no noise column; the relative one does, per cell
+    add_labels(tracks, frames.drop(columns=["sigma_r_auxilin"]), cfg)
+    with pytest.raises(InputError, match="sigma_r_auxilin"):
+        add_labels(tracks, frames.drop(columns=["sigma_r_auxilin"]), {})
+    with pytest.raises(InputError, match="loud"):
+        add_labels(tracks, frames.assign(sigma_r_auxilin=np.where(frames["cell"] == "loud", np.nan, 300.0)), {})
+    for bad in ({"aux_thresh_sd": 0}, {"aux_thresh_sd": float("nan")}, {"aux_thresh_adu": float("inf")},
+                {"aux_thresh": 973}):
+        with pytest.raises(InputError):
+            LabelConfig.from_dict(bad)
+
+
+def _track_rows(tid, n_track, n_buffer, sig, Y, offset_px):
+    """One track: ``n_track`` track rows and ``n_buffer`` end-buffer rows, clathrin at (10, 10);
+    rows in ``sig`` have auxilin amplitude ``Y`` (p = 0.01), fitted ``offset_px`` px away in x."""
+    n = n_track + n_buffer
+    A = np.zeros(n)
+    p = np.full(n, 0.5)
+    A[list(sig)], p[list(sig)] = Y, 0.01
+    dx = np.zeros(n)
+    dx[list(sig)] = offset_px
+    return pd.DataFrame({"cell": "c", "track_id": tid, "frame": np.arange(n),
+                         "part": ["track"] * n_track + ["end_buffer"] * n_buffer, "gap": False,
+                         "x": 10.0, "y": 10.0, "x_auxilin": 10.0 + dx, "y_auxilin": 10.0,
+                         "A_auxilin": A, "pval_Ar_auxilin": p, "sigma_r_auxilin": 300.0})
+
+
+def test_aux_labels_colocalisation_and_end_buffer():
+    """Frames whose auxilin fit lies > aux_colocalisation_px from the clathrin spot count as
+    neither significant nor Y_max; the end buffer counts with aux_end_buffer; the reference
+    rule (track rows only, no colocalisation test) comes back with both switched off."""
+    Y, p = np.array([0.0, 100, 1200, 1100, 50]), np.array([1, 1, 0.01, 0.01, 1])
+    lab = aux_labels(Y, p, aux_thresh=1150.0)
+    assert lab["y_consec_sig"] and lab["y_conservative_thresh"] and lab["Y_max"] == 1200
+    lab = aux_labels(Y, p, aux_thresh=1150.0, near=[True, True, False, True, True])
+    assert not lab["y_consec_sig"] and not lab["aux_positive"] and lab["n_sig_aux"] == 1
+    assert lab["Y_max"] == 1100 and lab["Y_sig_mean"] == 1100
+    frames = pd.concat([
+        _track_rows(1, 10, 5, (11, 12), 800.0, 0.3),   # burst in the end buffer, at the pit
+        _track_rows(2, 10, 5, (3, 4), 800.0, 2.5),     # a neighbour's burst 2.5 px away
+        _track_rows(3, 10, 5, (3, 4), 800.0, 1.0),     # a burst 1 px away (within 1.5 px)
+        _track_rows(4, 10, 5, (6,), 2000.0, 2.5),      # one bright frame 2.5 px away
+        _track_rows(5, 10, 5, (6,), 2000.0, 0.0)], ignore_index=True)  # one bright frame at the pit
+    tracks = pd.DataFrame({"cell": "c", "track_id": [1, 2, 3, 4, 5]})
+    absolute = {"aux_thresh_adu": 973.0}
+    new = add_labels(tracks, frames, {"labels": absolute}).set_index("track_id")
+    assert new["aux_positive"].tolist() == [True, False, True, False, True]
+    assert new["y_consec_sig"].tolist() == [True, False, True, False, False]
+    assert new.loc[1, "Y_sig_mean"] == 800.0 and new.loc[2, "Y_sig_mean"] == 0.0 and new.loc[2, "Y_max"] == 0.0
+    assert new.attrs["aux_colocalised"]
+    ref = {**absolute, "aux_end_buffer": False, "aux_colocalisation_px": None}
+    old = add_labels(tracks, frames, {"labels": ref}).set_index("track_id")
+    assert old["aux_positive"].tolist() == [False, True, True, True, True]
+    assert old.loc[1, "Y_sig_mean"] == 0.0 and old.loc[2, "Y_sig_mean"] == 800.0
+    # each switch alone
+    only_buffer = add_labels(tracks, frames, {"labels": {**absolute, "aux_colocalisation_px": None}})
+    assert only_buffer["aux_positive"].tolist() == [True, True, True, True, True]
+    wide = add_labels(tracks, frames, {"labels": {**absolute, "aux_colocalisation_px": 3.0}})
+    assert wide["aux_positive"].tolist() == [True, True, True, True, True]
+    # tables without fitted positions (lifetimeData.mat): no colocalisation test, end buffer kept
+    bare = add_labels(tracks, frames.drop(columns=["x_auxilin", "y_auxilin"]), {"labels": absolute})
+    assert bare["aux_positive"].tolist() == [True, True, True, True, True] and not bare.attrs["aux_colocalised"]
+    for bad in ({"aux_colocalisation_px": 0}, {"aux_colocalisation_px": -1.0}, {"aux_colocalisation_px": "near"},
+                {"aux_colocalisation_px": float("nan")}, {"aux_end_buffer": "yes"}):
+        with pytest.raises(InputError):
+            LabelConfig.from_dict(bad)
 
 
 # ------------------------------------------------------------------ simulator ground truth
@@ -276,6 +385,30 @@ def test_simulated_tracks_labels_follow_truth(simulated_tracks):
     full = prod[prod["catIdx"] == 1]
     rel = np.abs(full["n_frames"] - full["true_lifetime_frames"]) / full["true_lifetime_frames"]
     assert len(full) > 10 and np.median(rel) <= 0.1
+
+
+def test_simulated_labels_do_not_depend_on_the_gain(simulated_tracks):
+    """The simulated cell's track tables with every ADU value doubled (camera gain x2) get
+    the same labels; the reference's absolute 973 ADU would relabel tracks."""
+    tracks, frames = simulated_tracks
+    adu = [c for c in frames.columns
+           if c.split("_")[0] in ("A", "c", "sigma", "SE") and c.endswith(("clathrin", "auxilin"))]
+    assert {"A_auxilin", "sigma_r_auxilin", "A_pstd_auxilin", "SE_sigma_r_auxilin"} <= set(adu)
+    double = frames.copy()
+    double[adu] = 2 * frames[adu]
+    cols = ["n_sig_aux", "y_consec_sig", "y_conservative_thresh", "aux_positive", "hotspot"]
+    one, two = add_labels(tracks, frames, {}), add_labels(tracks, double, {})
+    pd.testing.assert_frame_equal(one[cols], two[cols])
+    np.testing.assert_allclose(two["Y_sig_mean"], 2 * one["Y_sig_mean"])
+    # the cell's threshold: 2.9 x the median auxilin sigma_r of its category-1 tracks
+    # (simulated pixel noise ~250 ADU)
+    cat1 = tracks.loc[tracks["catIdx"] == 1, "track_id"]
+    noise = frames.loc[(frames["part"] == "track") & frames["track_id"].isin(cat1), "sigma_r_auxilin"].median()
+    assert 200 < noise < 320 and one.attrs["aux_thresh_adu"]["1"] == pytest.approx(AUX_THRESH_SD * noise)
+    cfg = {"labels": {"aux_thresh_adu": 973.0}}
+    flips = (add_labels(tracks, frames, cfg)["y_conservative_thresh"]
+             != add_labels(tracks, double, cfg)["y_conservative_thresh"]).sum()
+    assert flips >= 10
 
 
 def test_simulated_traces(simulated_tracks):

@@ -183,13 +183,19 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
                       "frame_interval_s": movie.frame_interval_s, "pixel_size_um": movie.pixel_size_um,
                       "n_detections": len(det), "n_tracks": len(tr),
                       "n_cat1": int((tr["catIdx"] == 1).sum()) if len(tr) else 0,
-                      **{k: float(v) for k, v in tr.attrs.items()}})
+                      **_cell_attrs(tr.attrs, row.cell)})
         log.info("cell %s: %d detections, %d tracks", row.cell, len(det), len(tr))
         tracks.append(tr)
         frames.append(fr)
         detections.append(det)
     return (pd.concat(tracks, ignore_index=True), pd.concat(frames, ignore_index=True),
             pd.concat(detections, ignore_index=True), pd.DataFrame(cells))
+
+
+def _cell_attrs(attrs: dict, cell) -> dict:
+    """The per-cell scalars that track processing leaves in a table's ``attrs`` (per-cell dicts,
+    like the auxilin threshold of :func:`domains.cme.traces.add_labels`, give this cell's value)."""
+    return {k: float(v[str(cell)] if isinstance(v, dict) else v) for k, v in attrs.items()}
 
 
 def read_cmeanalysis(cfg: dict, root: Path, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -8,6 +8,8 @@ the AWD filters and builds the (n, 40) clathrin traces and the per-cell z-scored
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -15,16 +17,47 @@ import pandas as pd
 
 from awd.io import InputError
 
+log = logging.getLogger(__name__)
+
+#: ``aux_thresh_sd`` default: the Yu group's absolute threshold (973 ADU) over the typical
+#: auxilin pixel noise of their camera, the median fit residual sd ``sigma_r`` of the auxilin
+#: channel at the tracks, 280-390 ADU per cell (midpoint 335 ADU) in cmeAnalysis outputs of 8
+#: SUM159 cells imaged like the reference data (CME notes, section 2): 973 / 335 = 2.9.
+AUX_THRESH_SD = 2.9
+
+#: ``aux_colocalisation_px`` default: the auxilin fit must lie within 1.5 px of the clathrin
+#: position for a frame to count. The slave fit may move up to 3 sigma_master (cmeAnalysis) and
+#: then lands on noise peaks or on a neighbour's burst 2-3 px away; true auxilin at the pit
+#: sits within the channel registration offset (<= 0.3 px) plus the localisation error of a
+#: dim burst (about 0.5 px per axis at SNR ~3, 95 % radius ~1.2 px) of it. On simulated cells
+#: at the real pit density (issue 13), 66-100 % of the significant auxilin frames of aux- tracks
+#: more than 5 px from any auxilin signal were fits that had moved > 1.5 px.
+AUX_COLOCALISATION_PX = 1.5
+
 
 @dataclass(frozen=True)
 class LabelConfig:
     """AWD label/input settings (config section ``labels``); values of the Yu-group pipeline.
 
-    Lifetimes here are in frames (1 frame = 1 s in the reference data).
+    Lifetimes here are in frames (1 frame = 1 s in the reference data). The conservative
+    auxilin threshold is ``aux_thresh_sd`` times the cell's auxilin noise (:func:`aux_noise`),
+    which gives the reference's 973 ADU on the reference camera and follows the gain of any
+    other; ``aux_thresh_adu`` (ADU) replaces it with an absolute value.
+
+    The auxilin frames of a track (:func:`add_labels`) are its track frames plus, with
+    ``aux_end_buffer``, its end buffer: the burst comes at scission, when the clathrin signal
+    fades, so tracks often end a few frames early and their burst falls in the end buffer.
+    With ``aux_colocalisation_px`` a frame counts only where the auxilin fit lies within that
+    distance of the clathrin position (a free slave fit that wandered onto a noise peak or a
+    neighbour's burst does not). ``aux_end_buffer: false, aux_colocalisation_px: null,
+    aux_thresh_adu: 973`` reproduce the reference pipeline exactly.
     """
 
     alpha: float = 0.05
-    aux_thresh: float = 973.0
+    aux_thresh_sd: float = AUX_THRESH_SD
+    aux_thresh_adu: float | None = None
+    aux_end_buffer: bool = True
+    aux_colocalisation_px: float | None = AUX_COLOCALISATION_PX
     categories: tuple[int, ...] = (1, 2)
     min_frames: int = 3
     purity: float = 0.95
@@ -45,22 +78,42 @@ class LabelConfig:
         cfg = cls(**d)
         if not 0.5 < cfg.purity <= 1 or cfg.n_points < 2 or not 0 < cfg.alpha < 1:
             raise InputError("config:labels", "need 0.5 < purity <= 1, n_points >= 2, 0 < alpha < 1")
+        if not (math.isfinite(cfg.aux_thresh_sd) and cfg.aux_thresh_sd > 0):
+            raise InputError("config:labels.aux_thresh_sd", f"must be a number > 0, got {cfg.aux_thresh_sd}")
+        if cfg.aux_thresh_adu is not None and not math.isfinite(cfg.aux_thresh_adu):
+            raise InputError("config:labels.aux_thresh_adu", f"must be null or a finite number of ADU, "
+                             f"got {cfg.aux_thresh_adu}")
+        if not isinstance(cfg.aux_end_buffer, bool):
+            raise InputError("config:labels.aux_end_buffer", f"must be true or false, got {cfg.aux_end_buffer!r}")
+        r = cfg.aux_colocalisation_px
+        if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool)
+                                  and math.isfinite(r) and r > 0):
+            raise InputError("config:labels.aux_colocalisation_px", f"must be null or a number of px > 0, got {r!r}")
         return cfg
 
 
 # --------------------------------------------------------------------------------------
 # Labels (Yu group, outcomes.py)
 # --------------------------------------------------------------------------------------
-def aux_labels(Y: np.ndarray, pvals: np.ndarray, alpha: float = 0.05, aux_thresh: float = 973.0) -> dict:
-    """Auxilin labels of one track from its auxilin amplitudes and p-values (track frames).
+def aux_labels(Y: np.ndarray, pvals: np.ndarray, alpha: float = 0.05, aux_thresh: float = 973.0,
+               near: np.ndarray | None = None) -> dict:
+    """Auxilin labels of one track from its auxilin amplitudes and p-values (its auxilin
+    frames in time order, see :func:`add_labels`).
 
-    ``y_consec_sig``: two consecutive significant frames; ``y_conservative_thresh``: max > 973;
-    ``aux_positive`` = their OR (``y_consec_thresh``); ``hotspot``: >= 5 significant frames and
-    consecutive-significance pairs more than 2 apart in the list of significant frames;
-    ``Y_sig_mean``: mean of Y over significant frames (0 if none).
+    ``y_consec_sig``: two consecutive significant frames; ``y_conservative_thresh``: max >
+    ``aux_thresh`` (ADU; the reference's 973 by default, :func:`add_labels` passes the cell's
+    own); ``aux_positive`` = their OR (``y_consec_thresh``); ``hotspot``: >= 5 significant
+    frames and consecutive-significance pairs more than 2 apart in the list of significant
+    frames; ``Y_sig_mean``: mean of Y over significant frames (0 if none). ``near`` (bool per
+    frame, None = all): frames whose auxilin fit is colocalised with the clathrin spot; the
+    others are neither significant nor counted in ``Y_max``.
     """
     Y = np.asarray(Y, dtype=float)
     sig = np.asarray(pvals, dtype=float) < alpha
+    if near is not None:
+        near = np.asarray(near, dtype=bool)
+        sig &= near
+        Y = np.where(near, Y, np.nan)
     idx = np.flatnonzero(sig)
     consec = idx.size > 1 and int(np.min(np.diff(idx))) == 1
     hot = False
@@ -73,24 +126,91 @@ def aux_labels(Y: np.ndarray, pvals: np.ndarray, alpha: float = 0.05, aux_thresh
             "hotspot": bool(hot), "Y_sig_mean": float(Y[sig].mean()) if idx.size else 0.0}
 
 
+def aux_noise(frames_df: pd.DataFrame, tracks_df: pd.DataFrame | None = None) -> pd.Series:
+    """The auxilin noise of each cell: the median fit residual sd ``sigma_r_auxilin`` over its
+    track rows (``part == 'track'``, gaps included), in ADU; over the rows of its category-1
+    tracks when ``tracks_df`` gives ``catIdx`` and the cell has any.
+
+    Both routes have it per frame: :func:`domains.cme.tracking.processing.process_tracks`
+    and the cmeAnalysis outputs (ProcessedTracks.mat and lifetimeData.mat ``sigma_r``). It is
+    the statistic the reference cells' 280-390 ADU were measured with (category-1 tracks, as
+    lifetimeData.mat keeps them, so both MAT files of one export give the same value), so the
+    ``aux_thresh_sd`` calibration carries over; it scales with the camera gain like the
+    amplitudes, so the threshold does too.
+    """
+    if "sigma_r_auxilin" not in frames_df.columns:
+        raise InputError(None, "track frame table lacks 'sigma_r_auxilin', which labels.aux_thresh_sd needs "
+                         "(the auxilin noise); set labels.aux_thresh_adu to use an absolute threshold instead")
+    rows = frames_df.loc[frames_df["part"].astype(str) == "track", ["cell", "track_id", "sigma_r_auxilin"]]
+    if tracks_df is not None and "catIdx" in tracks_df.columns and len(rows):
+        cat1 = tracks_df.loc[tracks_df["catIdx"].astype("Float64").eq(1).fillna(False).to_numpy(bool),
+                             ["cell", "track_id"]]
+        in_cat1 = pd.MultiIndex.from_frame(rows[["cell", "track_id"]]).isin(pd.MultiIndex.from_frame(cat1))
+        has_cat1 = rows["cell"].isin(pd.unique(rows.loc[in_cat1, "cell"])).to_numpy()
+        rows = rows[in_cat1 | ~has_cat1]
+    noise = rows.groupby("cell", sort=False)["sigma_r_auxilin"].median()
+    bad = noise.index[~(np.isfinite(noise.to_numpy(float)) & (noise.to_numpy(float) > 0))]
+    if len(bad):
+        raise InputError(None, f"cells {list(bad)}: no finite 'sigma_r_auxilin' in the track rows, so the "
+                         f"auxilin threshold labels.aux_thresh_sd cannot be set; set labels.aux_thresh_adu")
+    return noise
+
+
+def aux_thresholds(frames_df: pd.DataFrame, lcfg: LabelConfig, tracks_df: pd.DataFrame | None = None) -> pd.Series:
+    """The conservative auxilin threshold in ADU of each cell: ``aux_thresh_adu`` if set, else
+    ``aux_thresh_sd`` times :func:`aux_noise`."""
+    cells = pd.unique(frames_df.loc[frames_df["part"].astype(str) == "track", "cell"])
+    if lcfg.aux_thresh_adu is not None:
+        return pd.Series(float(lcfg.aux_thresh_adu), index=pd.Index(cells, name="cell"))
+    return lcfg.aux_thresh_sd * aux_noise(frames_df, tracks_df)
+
+
 def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
-    track rows (``part == 'track'``, gaps included) of ``frames_df``."""
+    auxilin frames of each track in ``frames_df``: its track rows (``part == 'track'``, gaps
+    included) and, with ``labels.aux_end_buffer``, its end-buffer rows; with each cell's
+    threshold (:func:`aux_thresholds`; also in ``attrs['aux_thresh_adu']``, str(cell) -> ADU).
+
+    With ``labels.aux_colocalisation_px`` a frame counts only where the auxilin fit
+    (``x_auxilin``, ``y_auxilin``) lies within that many px of the row's clathrin position
+    (``x``, ``y``); tables without these columns (lifetimeData.mat) are labelled without the
+    test, with a warning. ``attrs['aux_colocalised']`` says whether it was applied.
+    """
     lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
     need = {"cell", "track_id", "part", "frame", "A_auxilin", "pval_Ar_auxilin"}
     missing = need - set(frames_df.columns)
     if missing:
         raise InputError(None, f"track frame table lacks columns {sorted(missing)}")
-    rows = frames_df[frames_df["part"].astype(str) == "track"].sort_values(["cell", "track_id", "frame"])
+    parts = ("track", "end_buffer") if lcfg.aux_end_buffer else ("track",)
+    rows = frames_df[frames_df["part"].astype(str).isin(parts)].sort_values(["cell", "track_id", "frame"])
+    position_cols = {"x", "y", "x_auxilin", "y_auxilin"}
+    colocalise = lcfg.aux_colocalisation_px is not None and position_cols <= set(frames_df.columns)
+    if lcfg.aux_colocalisation_px is not None and not colocalise and len(rows):
+        log.warning("track frame table lacks %s: auxilin labels without the colocalisation test "
+                    "(labels.aux_colocalisation_px)", sorted(position_cols - set(frames_df.columns)))
+    if colocalise:
+        with np.errstate(invalid="ignore"):
+            near = np.hypot(rows["x_auxilin"].to_numpy(float) - rows["x"].to_numpy(float),
+                            rows["y_auxilin"].to_numpy(float) - rows["y"].to_numpy(float)) <= lcfg.aux_colocalisation_px
+        rows = rows.assign(_near=near)
+    thresh = aux_thresholds(frames_df, lcfg, tracks_df) if len(rows) else pd.Series(dtype=float)
+    for cell, value in thresh.items():
+        log.info("cell %s: auxilin threshold %.0f ADU (%s)", cell, value,
+                 "labels.aux_thresh_adu" if lcfg.aux_thresh_adu is not None
+                 else f"{lcfg.aux_thresh_sd:g} x auxilin noise {value / lcfg.aux_thresh_sd:.0f} ADU")
     labs = []
     for (cell, tid), g in rows.groupby(["cell", "track_id"], sort=False):
         labs.append({"cell": cell, "track_id": tid, **aux_labels(g["A_auxilin"].to_numpy(),
                                                                 g["pval_Ar_auxilin"].to_numpy(),
-                                                                lcfg.alpha, lcfg.aux_thresh)})
+                                                                lcfg.alpha, float(thresh[cell]),
+                                                                g["_near"].to_numpy() if colocalise else None)})
     lab = pd.DataFrame(labs, columns=["cell", "track_id", "n_sig_aux", "y_consec_sig", "Y_max",
                                       "y_conservative_thresh", "aux_positive", "hotspot", "Y_sig_mean"])
     base = tracks_df.drop(columns=[c for c in lab.columns if c not in ("cell", "track_id")], errors="ignore")
-    return base.merge(lab, on=["cell", "track_id"], how="left", validate="one_to_one")
+    out = base.merge(lab, on=["cell", "track_id"], how="left", validate="one_to_one")
+    out.attrs = {**tracks_df.attrs, "aux_thresh_adu": {str(c): float(v) for c, v in thresh.items()},
+                 "aux_colocalised": bool(colocalise)}
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -389,9 +389,10 @@ def not_camera_counts(path: Path, what: str) -> None:
     """Warn that ``path`` does not hold raw camera counts, and what that changes downstream."""
     log.warning("%s: %s are not raw camera counts. Detection still works (its tests are relative to the "
                 "local noise), but absolute ADU values lose their meaning: the auxilin threshold "
-                "cme.labels.aux_thresh (973 ADU of the reference camera) and with it aux_positive, and the "
-                "amplitudes (A, c, Y_max, Y_sig_mean in the track tables; the ADU axes of the figures). Review "
-                "cme.labels.aux_thresh (or set it above every amplitude to rely on significance alone) and "
+                "cme.labels.aux_thresh_adu where set (it is absolute; the default aux_thresh_sd follows the "
+                "measured noise) and with it aux_positive, and the amplitudes (A, c, Y_max, Y_sig_mean in the "
+                "track tables; the ADU axes of the figures). Review cme.labels.aux_thresh_sd / aux_thresh_adu "
+                "(or set it above every amplitude to rely on significance alone) and "
                 "provide the camera's uint16 frames where possible", path, what)
 
 

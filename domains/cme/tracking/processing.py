@@ -20,6 +20,7 @@ track frame one row (``part`` start_buffer / track / end_buffer, ``gap``) with
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -29,10 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage, special, stats
+from scipy.spatial import cKDTree
 
 from awd.io import InputError, atomic_path
 from domains.cme.traces import add_labels
-from domains.cme.tracking.detect import movie_array, detection_config, extract_windows, fit_windows, prefilter
+from domains.cme.tracking.detect import movie_array, detection_config, extract_windows, fit_slave, fit_windows
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class ProcessingConfig:
     cohort_bounds_s: tuple[float, ...] = (10, 20, 40, 60, 80, 100, 125, 150)
     alpha: float = 0.05
     background_frames: int = 16
+    background_positions: int = 256
+    background_seed: int = 0
     msd_max_lag: int = 10
     diffusion_max_lag: int = 4
     postprocess: bool = True
@@ -75,9 +79,10 @@ class ProcessingConfig:
         if "cohort_bounds_s" in d:
             d["cohort_bounds_s"] = tuple(float(v) for v in d["cohort_bounds_s"])
         cfg = cls(**d)
-        if cfg.buffer < 2 or cfg.background_frames < 1 or cfg.msd_max_lag < 1 or cfg.diffusion_max_lag < 2:
-            raise InputError("config:track_processing",
-                             "need buffer >= 2, background_frames >= 1, msd_max_lag >= 1, diffusion_max_lag >= 2")
+        if (cfg.buffer < 2 or cfg.background_frames < 1 or cfg.background_positions < 20 or cfg.msd_max_lag < 1
+                or cfg.diffusion_max_lag < 2):
+            raise InputError("config:track_processing", "need buffer >= 2, background_frames >= 1, "
+                             "background_positions >= 20, msd_max_lag >= 1, diffusion_max_lag >= 2")
         return cfg
 
 
@@ -396,45 +401,203 @@ def _motion(tr: _Track, max_lag: int, d_lags: int) -> dict:
             "msd_lag1": float(msd[0]), "D_px2_per_frame": float(D)}
 
 
-def _slave_background(data, masks, cell_mask, sigma_aux, alpha, n_frames_bg) -> tuple[float, float]:
-    """(bg95, pDetection) of the auxilin channel: 95th pct of the prefilter amplitude in the
-    cell background (cell mask minus detection masks dilated by ceil(4 sigma)) and the
-    fraction of significant prefilter pixels per cell pixel, over evenly spaced frames."""
-    T = data.shape[0]
-    w = math.ceil(4 * sigma_aux)
+@dataclass(frozen=True)
+class SlaveBackground:
+    """The auxilin channel's null distribution, from slave fits at background positions.
+
+    ``A``, ``A_pstd``, ``npx``, ``pval``, ``frame``: one entry per finite fit; ``frames`` and
+    ``noise``: the sampled frames and the median fit residual sd (pixel noise) of their
+    background fits; ``level``: the reference level of the per-frame test (cmeAnalysis' bg95,
+    here calibrated, see :func:`_slave_background`) at the movie's median noise, scaled per
+    frame by :meth:`level_at`; ``p_detection``: the fraction of background fits with an
+    auxilin amplitude significant at the track-processing alpha (cmeAnalysis' pDetection).
+    """
+
+    A: np.ndarray
+    A_pstd: np.ndarray
+    npx: np.ndarray
+    pval: np.ndarray
+    frame: np.ndarray
+    frames: np.ndarray
+    noise: np.ndarray
+    level: float
+    p_detection: float
+
+    @property
+    def n(self) -> int:
+        return int(self.A.size)
+
+    def scale(self, frame) -> np.ndarray:
+        """Noise of ``frame`` relative to the movie's median (piecewise linear in time between
+        the sampled frames, constant beyond them): bleaching lowers the pixel noise over a
+        movie, and the test level follows it."""
+        if self.frames.size == 0:
+            return np.full(np.shape(frame), np.nan)
+        return np.interp(np.asarray(frame, dtype=float), self.frames, self.noise) / np.median(self.noise)
+
+    def level_at(self, frame) -> np.ndarray:
+        """The test level in ADU at each of ``frame``."""
+        return self.level * self.scale(frame)
+
+
+def _vs_background(A, A_pstd, npx, level, alpha: float) -> np.ndarray:
+    """cmeAnalysis ``significantVsBackground``: one-sided Welch t-test of A > ``level`` (scalar
+    or per row), the level's standard error taken as level / sqrt(2 npx - 1); True where
+    p < ``alpha``. Scaling A, A_pstd and the level by one factor leaves the result unchanged."""
+    A, sA, npx, level = (np.asarray(v, dtype=float) for v in (A, A_pstd, npx, level))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se_bg = level / np.sqrt(2 * npx - 1)
+        df2 = (npx - 1) * (sA ** 2 + se_bg ** 2) ** 2 / (sA ** 4 + se_bg ** 4)
+        T = (A - level) / np.sqrt((sA ** 2 + se_bg ** 2) / npx)
+        return special.stdtr(df2, -T) < alpha
+
+
+def _calibrated_level(A, A_pstd, npx, alpha: float) -> float:
+    """The level at which a fraction ``alpha`` of the background fits pass :func:`_vs_background`.
+
+    cmeAnalysis tests against the 95th percentile of its background amplitudes; since the
+    t-test adds a small margin (about t(0.95) sd(A)/sqrt(npx)) above the level, the plain
+    percentile would let fewer than 5 % of background fits through. Bisection on the level
+    (the pass fraction is non-increasing in it) makes the rate on background exactly alpha
+    up to one fit.
+    """
+    lo, hi = float(np.min(A)), float(np.max(A))
+    target = alpha * A.size
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _vs_background(A, A_pstd, npx, mid, alpha).sum() > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _background_positions(rng: np.random.Generator, allowed: np.ndarray, spacing: int, n: int,
+                          max_batches: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches of random sub-pixel positions on ``allowed`` pixels, about ``n`` in all.
+
+    Each batch is a grid of step ``spacing`` px with a uniform random offset and +-0.5 px
+    jitter, so positions within a batch are more than ``spacing`` - 1 px apart in x or y and
+    never enter each other's fit model as neighbours; batches are drawn until ``n`` positions
+    (at most ``max_batches``), and the last one is thinned at random to reach ``n``.
+    """
+    H, W = allowed.shape
+    out, total = [], 0
+    for _ in range(max_batches):
+        oy, ox = rng.integers(0, spacing, 2)
+        gy, gx = np.meshgrid(np.arange(oy, H, spacing), np.arange(ox, W, spacing), indexing="ij")
+        y = gy.ravel() + rng.uniform(-0.5, 0.5, gy.size)
+        x = gx.ravel() + rng.uniform(-0.5, 0.5, gx.size)
+        yi, xi = np.clip(np.round(y).astype(int), 0, H - 1), np.clip(np.round(x).astype(int), 0, W - 1)
+        keep = np.flatnonzero(allowed[yi, xi])
+        if keep.size > n - total:
+            keep = np.sort(rng.choice(keep, size=n - total, replace=False))
+        if keep.size:
+            out.append((x[keep], y[keep]))
+            total += keep.size
+        if total >= n:
+            break
+    return out
+
+
+def _slave_background(data, masks, cell_mask, sigmas, positions: dict, alpha_fit: float, alpha: float,
+                      neighbours: bool, pcfg: ProcessingConfig) -> SlaveBackground:
+    """The auxilin null distribution of one movie, measured with the estimator it is compared with.
+
+    cmeAnalysis takes bg95 from the prefilter amplitudes of the cell background, whose spread
+    is smaller than that of the slave fits at the tracks (fixed-position fit, replaced by the
+    free fit where that gives a larger amplitude): on auxilin-free simulated frames its
+    per-frame test fired on ~21 % instead of 5 %. Here the detection's own slave fit
+    (:func:`fit_slave`, with the frame's clathrin detections ``positions[f]`` = (x, y) in the
+    model when ``neighbours``, as :func:`detect_frame` fits them) runs at about
+    ``pcfg.background_positions`` seeded random sub-pixel positions (:func:`_background_positions`)
+    in each of ``pcfg.background_frames`` evenly spaced frames, inside the cell mask, with the
+    window inside the image, and away from the clathrin pits: outside the detection masks
+    dilated by ceil(4 sigma_aux) (cmeAnalysis' background mask) for lone fits, or at least
+    ceil(2 sigma_clathrin) px from every detection with the neighbour model (which then holds
+    the nearby pits as at a track). Each fit is divided by its frame's noise scale
+    (:meth:`SlaveBackground.scale`), and the level is set where a fraction ``alpha`` of them
+    pass the per-frame test (:func:`_calibrated_level`). ``alpha_fit``: the auxilin fit's
+    test level (detection ``alpha_aux``); ``alpha``: the significance level of the slave tests.
+    """
+    T, _, H, W = data.shape
+    s_m, s_a = sigmas
+    w = math.ceil(4 * s_a)
     yy, xx = np.mgrid[-w:w + 1, -w:w + 1]
     disk = xx ** 2 + yy ** 2 <= w ** 2
-    bg, pdet = [], []
-    for f in np.unique(np.round(np.linspace(0, T - 1, n_frames_bg)).astype(int)):
-        ccp = ndimage.binary_dilation(masks[f], structure=disk) if masks[f].any() else masks[f]
-        bgmask = cell_mask & ~ccp
-        pf = prefilter(data[f, 1].astype(np.float64), sigma_aux, alpha)
-        bg.append(pf.A[bgmask])
-        pdet.append(pf.mask.sum() / max(cell_mask.sum(), 1))
-    allbg = np.concatenate(bg)
-    return float(_prctile(allbg, 95)), float(np.mean(pdet))
+    inner = np.zeros((H, W), bool)
+    inner[w + 1:H - w - 1, w + 1:W - w - 1] = True
+    r0 = math.ceil(2 * s_m)
+    reach = (w + 1.5) * math.sqrt(2)
+    rng = np.random.default_rng(pcfg.background_seed)
+    parts = {k: [] for k in ("A", "A_pstd", "npx", "pval", "frame")}
+    frames, noise = [], []
+    empty = (np.zeros(0), np.zeros(0))
+    for f in np.unique(np.round(np.linspace(0, T - 1, pcfg.background_frames)).astype(int)):
+        px, py = positions.get(f, empty)
+        if neighbours:
+            pits = np.ones((H, W), bool)
+            pits[np.clip(np.round(py).astype(int), 0, H - 1), np.clip(np.round(px).astype(int), 0, W - 1)] = False
+            away = ndimage.distance_transform_edt(pits) >= r0
+        else:
+            away = ~ndimage.binary_dilation(masks[f], structure=disk) if masks[f].any() else ~masks[f]
+        allowed = cell_mask & away & inner
+        if not allowed.any():
+            continue
+        fits = []
+        for x, y in _background_positions(rng, allowed, w + 3, pcfg.background_positions):
+            n = x.size
+            if neighbours and px.size:  # the detections that can enter these positions' windows
+                near = cKDTree(np.column_stack([x, y])).query(np.column_stack([px, py]))[0] <= reach
+                x, y = np.concatenate([x, px[near]]), np.concatenate([y, py[near]])
+            fit = fit_slave(data[f, 1], x, y, s_a, s_m, alpha_fit, neighbours=neighbours)
+            fits.append({k: v[:n] for k, v in fit.items()})
+        fit = {k: np.concatenate([b[k] for b in fits]) for k in fits[0]} if fits else {}
+        if not fit:
+            continue
+        sr, se = fit["sigma_r_aux"], fit["SE_sigma_r_aux"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            npx = np.round((sr / se) ** 2 / 2 + 1)
+        ok = np.isfinite(fit["A_aux"]) & np.isfinite(fit["A_pstd_aux"]) & np.isfinite(npx) & (sr > 0)
+        if not ok.any():
+            continue
+        frames.append(f)
+        noise.append(float(np.median(sr[ok])))
+        for k, v in (("A", fit["A_aux"]), ("A_pstd", fit["A_pstd_aux"]), ("npx", npx),
+                     ("pval", fit["pval_A_aux"]), ("frame", np.full(sr.size, f))):
+            parts[k].append(v[ok])
+    vals = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    bg = SlaveBackground(**vals, frames=np.asarray(frames, float), noise=np.asarray(noise),
+                         level=float("nan"), p_detection=float("nan"))
+    if bg.n < 20:
+        log.warning("auxilin background: only %d fits at background positions (cell mask too small or "
+                    "covered by detections); no slave classification flags", bg.n)
+        return bg
+    r = bg.scale(bg.frame)
+    level = _calibrated_level(bg.A / r, bg.A_pstd / r, bg.npx, alpha)
+    return dataclasses.replace(bg, level=level, p_detection=float(np.mean(bg.pval < alpha)))
 
 
-def _slave_flags(track_of_row: np.ndarray, n_tracks: int, core: np.ndarray, gap: np.ndarray, V: dict,
-                 bg95: float, p_det: float, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _slave_flags(track_of_row: np.ndarray, n_tracks: int, frame: np.ndarray, core: np.ndarray, gap: np.ndarray,
+                 V: dict, bg: SlaveBackground, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """cmeAnalysis slave classification over all rows at once.
 
     significantMaster: significant auxilin detections (not gaps) > binoinv(0.95, L, pDetection);
-    significantVsBackground (per frame): t-test of A > bg95; significantSlave: their count >
-    binoinv(0.95, L, 0.05); L = track frames.
+    significantVsBackground (per frame): t-test of A > the background level of that frame;
+    significantSlave: their count > binoinv(0.95, L, alpha); L = track frames. Both reference
+    rates come from
+    :func:`_slave_background`, so each per-frame test fires on a fraction alpha (resp.
+    pDetection) of auxilin-free frames.
     """
     L = np.bincount(track_of_row[core], minlength=n_tracks)
     sig = core & ~gap & (V["pval_Ar"][1] < alpha)
     n_sig = np.bincount(track_of_row[sig], minlength=n_tracks)
-    sr, se, A, sA = V["sigma_r"][1], V["SE_sigma_r"][1], V["A"][1], V["A_pstd"][1]
+    sr, se = V["sigma_r"][1], V["SE_sigma_r"][1]
     with np.errstate(divide="ignore", invalid="ignore"):
         npx = np.round((sr / se) ** 2 / 2 + 1)
-        se_bg = bg95 / np.sqrt(2 * npx - 1)
-        df2 = (npx - 1) * (sA ** 2 + se_bg ** 2) ** 2 / (sA ** 4 + se_bg ** 4)
-        T = (A - bg95) / np.sqrt((sA ** 2 + se_bg ** 2) / npx)
-        hval = core & (special.stdtr(df2, -T) < alpha)
+    hval = core & _vs_background(V["A"][1], V["A_pstd"][1], npx, bg.level_at(frame), alpha)
     n_bg = np.bincount(track_of_row[hval], minlength=n_tracks)
-    return (n_sig > stats.binom.ppf(0.95, L, p_det)), (n_bg > stats.binom.ppf(0.95, L, 0.05)), hval
+    return (n_sig > stats.binom.ppf(0.95, L, bg.p_detection)), (n_bg > stats.binom.ppf(0.95, L, alpha)), hval
 
 
 # --------------------------------------------------------------------------------------
@@ -482,10 +645,15 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
         _displacement_check(tracks)
     if cell_mask is None:
         cell_mask = cell_mask_from_movie(movie)
-    bg95, p_det = (_slave_background(data, masks, cell_mask, s_a, pcfg.alpha, pcfg.background_frames)
-                   if n_ch > 1 else (np.nan, np.nan))
+    bg = None
+    if n_ch > 1:
+        dcfg = detection_config(cfg)
+        positions = {int(f): (g["x"].to_numpy(float), g["y"].to_numpy(float))
+                     for f, g in detections.groupby("frame", sort=False)} if len(detections) else {}
+        bg = _slave_background(data, masks, cell_mask, sigmas, positions, dcfg.alpha_aux, pcfg.alpha,
+                               dcfg.aux_neighbours, pcfg)
     condition = str(getattr(movie, "condition", ""))
-    frames_df, sig_master, sig_slave = _frame_table(tracks, n_ch, interval, pixel_um, bg95, p_det, pcfg.alpha)
+    frames_df, sig_master, sig_slave = _frame_table(tracks, n_ch, interval, pixel_um, bg, pcfg.alpha)
     track_rows = []
     for new_id, tr in enumerate(tracks):
         L = tr.end - tr.start + 1
@@ -513,15 +681,17 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
     frames_df.insert(0, "condition", condition)
     if n_ch > 1 and len(tracks_df):
         tracks_df = add_labels(tracks_df, frames_df, cfg)
-    tracks_df.attrs.update({"bg95_auxilin": bg95, "p_detection_auxilin": p_det, "sigma_clathrin": s_m,
-                            "sigma_auxilin": s_a})
+    tracks_df.attrs.update({"bg95_auxilin": bg.level if bg else np.nan,
+                            "p_detection_auxilin": bg.p_detection if bg else np.nan,
+                            "n_background_fits_auxilin": bg.n if bg else 0,
+                            "sigma_clathrin": s_m, "sigma_auxilin": s_a})
     log.info("cell %s: %d tracks (%d in category 1)", cell, len(tracks_df),
              int((tracks_df["catIdx"] == 1).sum()) if len(tracks_df) else 0)
     return tracks_df, frames_df
 
 
-def _frame_table(tracks: list[_Track], n_ch: int, interval: float, pixel_um: float, bg95: float,
-                 p_det: float, alpha: float):
+def _frame_table(tracks: list[_Track], n_ch: int, interval: float, pixel_um: float,
+                 bg: SlaveBackground | None, alpha: float):
     """The long per-track-frame table of all tracks, and the slave flags per track."""
     if not tracks:
         return _empty_frames(n_ch), np.zeros(0, bool), np.zeros(0, bool)
@@ -544,7 +714,7 @@ def _frame_table(tracks: list[_Track], n_ch: int, interval: float, pixel_um: flo
         d[f"hval_Ar_{name}"] = V["pval_Ar"][ch] < 0.05
     sig_master = sig_slave = np.zeros(len(tracks), bool)
     if n_ch > 1:
-        sig_master, sig_slave, hval = _slave_flags(row_track, len(tracks), core, gap, V, bg95, p_det, alpha)
+        sig_master, sig_slave, hval = _slave_flags(row_track, len(tracks), f, core, gap, V, bg, alpha)
         d["significantVsBackground_auxilin"] = hval
     return pd.DataFrame(d), sig_master, sig_slave
 
