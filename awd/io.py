@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -26,6 +27,18 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def known_fields(cls, values: dict | None, section: str) -> dict:
+    """A copy of the config section ``values`` after checking that every key is a field of the
+    dataclass ``cls``; an unknown key raises :class:`InputError` naming ``config:<section>`` and
+    the known keys."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"config:{section}", f"unknown keys {unknown}; known: {sorted(known)}")
+    return values
 
 
 @contextlib.contextmanager

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from awd.io import InputError
+from awd.io import InputError, known_fields
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,7 @@ class LabelConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LabelConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError("config:labels", f"unknown keys {unknown}; known: {sorted(known)}")
+        d = known_fields(cls, d, "labels")
         if "categories" in d:
             d["categories"] = tuple(int(v) for v in d["categories"])
         cfg = cls(**d)

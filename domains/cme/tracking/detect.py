@@ -44,7 +44,7 @@ import pandas as pd
 from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
-from awd.io import InputError
+from awd.io import InputError, known_fields
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,7 @@ class DetectionConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DetectionConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError("config:detection", f"unknown keys {unknown}; known: {sorted(known)}")
+        d = known_fields(cls, d, "detection")
         cfg = cls(**d)
         for name in ("alpha", "alpha_aux"):
             if not 0 < getattr(cfg, name) < 1:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from awd.io import InputError
+from awd.io import InputError, known_fields
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,7 @@ class TrackingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackingConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError("config:tracking", f"unknown keys {unknown}; known: {sorted(known)}")
+        d = known_fields(cls, d, "tracking")
         cfg = cls(**d)
         if cfg.linker not in LINKERS:
             raise InputError("config:tracking.linker", f"{cfg.linker!r} is not one of {LINKERS}")

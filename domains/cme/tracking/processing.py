@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import ndimage, special, stats
 from scipy.spatial import cKDTree
 
-from awd.io import InputError, atomic_path
+from awd.io import InputError, atomic_path, known_fields
 from domains.cme.traces import add_labels
 from domains.cme.tracking.detect import movie_array, detection_config, extract_windows, fit_slave, fit_windows
 
@@ -71,11 +71,7 @@ class ProcessingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ProcessingConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError("config:track_processing", f"unknown keys {unknown}; known: {sorted(known)}")
+        d = known_fields(cls, d, "track_processing")
         if "cohort_bounds_s" in d:
             d["cohort_bounds_s"] = tuple(float(v) for v in d["cohort_bounds_s"])
         cfg = cls(**d)
