@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+#: bytes of X written per chunk by :meth:`Dataset.save` and gathered per chunk by :class:`Rows`.
+SAVE_CHUNK_BYTES = 64 << 20
 
 
 @dataclass
@@ -79,6 +82,11 @@ class Dataset:
         """Row numbers of one split (ascending): select with them instead of copying X per split."""
         return np.flatnonzero(self.split == split)
 
+    def view(self, split: str) -> "Rows":
+        """The maps of one split as an index view of X (:class:`Rows`): nothing is copied until
+        rows are read, so a stage holds one batch of a memory-mapped X, not the split."""
+        return Rows(self.X, self.indices(split))
+
     def iter_rows(self, rows: np.ndarray, chunk: int = 256):
         """``(start, X[rows[start:start + chunk]])`` chunk by chunk, each block an in-memory copy.
 
@@ -103,8 +111,19 @@ class Dataset:
                   "meta": np.asarray(json.dumps(self.meta, sort_keys=True))}
         arrays.update({f"extra__{k}": np.asarray(v) for k, v in self.extra.items()})
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+            # the members np.savez writes (uncompressed, zip64, in this order), with X streamed
+            # chunk by chunk so that a memory-mapped X is never resident as a whole
+            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, arr in arrays.items():
+                    with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        if name != "X":
+                            np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+                            continue
+                        np.lib.format.write_array_header_1_0(member, {
+                            "descr": np.lib.format.dtype_to_descr(self.X.dtype), "fortran_order": False,
+                            "shape": tuple(int(d) for d in self.X.shape)})
+                        for block in Rows(self.X, np.arange(len(self.X))).chunks():
+                            member.write(np.ascontiguousarray(block).tobytes())
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> "Dataset":
@@ -118,6 +137,77 @@ class Dataset:
             X = (_mapped_member(path, "X") if mmap else None)
             return cls(z["X"] if X is None else X, z["y"], [str(t) for t in z["target_names"]], z["split"],
                        z["group"], extra, json.loads(str(z["meta"])))
+
+
+class Rows:
+    """Selected rows of an X (an index view): ``len``, ``shape``, ``ndim`` and ``dtype`` as an
+    array of those rows, read only when indexed.
+
+    ``view[i:j]`` and ``view[positions]`` return in-memory arrays of those rows in the order
+    asked, gathered from X in ascending row order (sequential reads of a memory map);
+    ``np.asarray(view)`` gathers all of them. With a memory-mapped X the pages read are handed
+    back to the kernel after every gather, so a pass over a split keeps one batch resident.
+    """
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray):
+        self.X = X
+        self.rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *(int(d) for d in self.X.shape[1:]))
+
+    @property
+    def ndim(self) -> int:
+        return self.X.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.X.dtype.itemsize
+
+    def take(self, positions) -> "Rows":
+        """A view of some of these rows (positions into this view), still not read."""
+        return Rows(self.X, self.rows[np.asarray(positions, dtype=np.int64)])
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return gather(self.X, self.rows[[key]])[0]
+        return gather(self.X, self.rows[key])
+
+    def chunks(self, chunk: int | None = None):
+        """In-memory blocks of consecutive rows of the view, in order (``chunk`` rows each;
+        default about :data:`SAVE_CHUNK_BYTES`)."""
+        chunk = chunk or max(1, SAVE_CHUNK_BYTES // max(1, self.nbytes // max(1, len(self))))
+        for start in range(0, len(self), chunk):
+            yield self[start:start + chunk]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=self.X.dtype)
+        start = 0
+        for block in self.chunks():
+            out[start:start + len(block)] = block
+            start += len(block)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def gather(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` as an in-memory array, read in ascending row order; the pages of a
+    memory-mapped X are handed back to the kernel afterwards (see :func:`_release`)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(X, np.memmap):
+        return np.asarray(X[rows])
+    out = np.empty((len(rows), *X.shape[1:]), dtype=X.dtype)
+    order = np.argsort(rows, kind="stable")
+    out[order] = X[rows[order]]
+    _release(X)
+    return out
 
 
 def _mapped_member(path: str | Path, name: str) -> np.memmap | None:
@@ -153,14 +243,18 @@ def _mapped_member(path: str | Path, name: str) -> np.memmap | None:
     return np.memmap(path, dtype=dtype, mode="c", offset=start + header, shape=shape)
 
 
-def _release(X: np.ndarray) -> None:
+def release_pages(X: np.ndarray) -> None:
     """Hand the resident pages of a memory-mapped X back to the kernel (they are re-read from
-    the page cache when touched again); a no-op for in-memory arrays."""
+    the page cache, or the file, when touched again; written pages of a shared map are kept in
+    the file); a no-op for in-memory arrays."""
     import mmap
 
     m, advice = getattr(X, "_mmap", None), getattr(mmap, "MADV_DONTNEED", None)
     if m is not None and advice is not None and hasattr(m, "madvise"):
         m.madvise(advice)
+
+
+_release = release_pages
 
 
 class Domain:

@@ -178,11 +178,11 @@ def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: st
     torch.manual_seed(tcfg.seed)
     core = dom.build_teacher(cfg, ds)
     model, history = fit_teacher(core, ds, tcfg, checkpoint=checkpoint, device=resolve_device(device))
-    test = ds.subset("test")
-    pred = predict(model, test.X, tcfg.batch_size)
+    test_X, test_y = ds.view("test"), ds.y[ds.indices("test")]  # batches read from X, no copy of the split
+    pred = predict(model, test_X, tcfg.batch_size)
     metrics = {"history": history, "targets": {}}
     if tcfg.classifies:
-        labels = class_labels(test.y)
+        labels = class_labels(test_y)
         logits = torch.as_tensor(pred)
         metrics["targets"][ds.target_names[0]] = {
             "test_accuracy": float((pred.argmax(axis=1) == labels).mean()) if len(labels) else float("nan"),
@@ -190,8 +190,8 @@ def run_teacher(domain: str, cfg: dict, dataset_path: str | Path, model_path: st
             if len(labels) else float("nan")}
     else:
         for j, name in enumerate(ds.target_names):
-            metrics["targets"][name] = {"test_rmse": rmse(test.y[:, j], pred[:, j]),
-                                        "test_r2": r2(test.y[:, j], pred[:, j])}
+            metrics["targets"][name] = {"test_rmse": rmse(test_y[:, j], pred[:, j]),
+                                        "test_r2": r2(test_y[:, j], pred[:, j])}
     save_teacher(model_path, model.cpu())
     write_json(metrics_path, metrics)
     if checkpoint is not None and Path(checkpoint).exists():
@@ -223,8 +223,10 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
     dcfg = DistillConfig.from_dict({**settings, "target": target_index(dom, cfg, ds),
                                     "device": str(resolve_device(device))})
     check_wavelet_fits(ds.X.shape[1:], dcfg.wave, dcfg.J)
-    train, val = ds.subset("train"), ds.subset("val")
-    results = distill_job(teacher, train.X, val.X, config=dcfg, job=index,
+    # index views of X (awd.domain.Rows): the distiller reads its max_train subset and the val
+    # split from them, so the train split is never copied whole unless all of it is used
+    train, val = ds.view("train"), ds.view("val")
+    results = distill_job(teacher, train, val, config=dcfg, job=index,
                           init=dom.distill_init(cfg), checkpoint=checkpoint)
     save_results(out_path, results)
     if checkpoint is not None and Path(checkpoint).exists():

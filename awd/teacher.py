@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from awd.domain import Dataset
+from awd.domain import Dataset, Rows
 from awd.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class TeacherConfig:
     ``loss``: "mse" or "l1" regress every target column (standardised); "cross_entropy"
     classifies: ``y`` has one column of integer class labels 0..C-1 and the network returns C
     logits (see :func:`output_names`), which are not standardised.
+    ``max_train`` / ``max_val``: train / validate on at most this many samples of the split, a
+    subset drawn with ``seed`` (None: all, the default).
     """
 
     epochs: int = 10
@@ -50,6 +52,8 @@ class TeacherConfig:
     optimizer: str = "adam"
     loss: str = "mse"
     seed: int = 0
+    max_train: int | None = None
+    max_val: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TeacherConfig":
@@ -60,6 +64,10 @@ class TeacherConfig:
             raise ValueError(f"teacher: unknown key(s) {unknown}; known keys: {sorted(known)}")
         for key, value in d.items():
             kind = known[key].type
+            if kind == "int | None":
+                if value is None:
+                    continue
+                kind = "int"
             ok = (isinstance(value, int) and not isinstance(value, bool) if kind == "int" else
                   isinstance(value, (int, float)) and not isinstance(value, bool) if kind == "float" else
                   isinstance(value, str))
@@ -72,6 +80,9 @@ class TeacherConfig:
             raise ValueError(f"teacher.loss: '{cfg.loss}' is not one of {', '.join(LOSSES)}")
         if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
             raise ValueError("teacher: epochs, batch_size and lr must be positive")
+        for key in ("max_train", "max_val"):
+            if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+                raise ValueError(f"teacher.{key}: must be >= 1 or null, got {getattr(cfg, key)}")
         return cfg
 
     @property
@@ -121,11 +132,13 @@ class StandardizedTeacher(nn.Module):
         self.register_buffer("y_shift", torch.zeros(n_targets))
         self.register_buffer("y_scale", torch.ones(n_targets))
 
-    def set_standardization(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def set_standardization(self, X: np.ndarray | Rows, y: np.ndarray | None) -> None:
         """Fix the buffers from training data: one scalar for X, one per target column;
-        ``y=None`` (class outputs) leaves the outputs unscaled."""
-        self.x_shift.fill_(float(X.mean()))
-        self.x_scale.fill_(float(X.std()) or 1.0)
+        ``y=None`` (class outputs) leaves the outputs unscaled. ``X`` may be an index view
+        (see :func:`x_moments`)."""
+        mean, std = x_moments(X)
+        self.x_shift.fill_(mean)
+        self.x_scale.fill_(std or 1.0)
         if y is None:
             return
         y_scale = y.std(axis=0)
@@ -140,6 +153,35 @@ class StandardizedTeacher(nn.Module):
         return self.standardized(x) * self.y_scale + self.y_shift
 
 
+#: Training inputs up to this size are standardised from one in-memory copy with numpy's float32
+#: mean and std (as they always were); larger ones chunk by chunk in float64.
+EXACT_MOMENTS_BYTES = 1 << 30
+
+
+def x_moments(X: np.ndarray | Rows) -> tuple[float, float]:
+    """Mean and standard deviation of all values of ``X`` (an array or an index view).
+
+    Up to :data:`EXACT_MOMENTS_BYTES` these are ``X.mean()`` and ``X.std()`` of the gathered
+    float32 array, bit for bit. A larger X is never held whole: two passes of float64 sums over
+    chunks (mean, then squared deviations), equal to the float32 values to about 1e-6."""
+    if X.nbytes <= EXACT_MOMENTS_BYTES:
+        a = np.asarray(X)
+        return float(a.mean()), float(a.std())
+    view = X if isinstance(X, Rows) else Rows(X, np.arange(len(X)))
+    size = view.nbytes // view.dtype.itemsize
+    mean = sum(float(block.sum(dtype=np.float64)) for block in view.chunks()) / size
+    sq = sum(float(np.square(block.astype(np.float64) - mean).sum()) for block in view.chunks())
+    return mean, math.sqrt(sq / size)
+
+
+def seeded_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
+    """Positions of a seeded subset of at most ``cap`` of ``n`` samples, ascending (all when
+    ``cap`` is None or not below ``n``); the draw of ``awd.distill``'s ``max_train``."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
 def _criterion(name: str):
     """loss(standardised prediction, raw target batch, model) in the training's units."""
     if name in CLASSIFICATION_LOSSES:
@@ -148,16 +190,19 @@ def _criterion(name: str):
     return lambda pred, y, model: fn(pred, (y - model.y_shift) / model.y_scale)
 
 
-def _fingerprint(model: nn.Module, cfg: TeacherConfig, *splits: Dataset) -> str:
-    """What a checkpoint must match to be resumed: the settings, the data and the initial
-    weights and buffers (they carry the architecture and its seed)."""
-    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    arrays = [a for s in splits for a in (s.X, s.y)]
+def _fingerprint(model: nn.Module, cfg: TeacherConfig, *splits: tuple[np.ndarray | Rows, np.ndarray]) -> str:
+    """What a checkpoint must match to be resumed: the settings, the data (``(X, y)`` per split,
+    X read chunk by chunk) and the initial weights and buffers (they carry the architecture
+    and its seed). Unset subset keys are left out, so checkpoints of full-split runs stay valid."""
+    settings = {k: v for k, v in asdict(cfg).items() if not (k in ("max_train", "max_val") and v is None)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    arrays = [a for s in splits for a in s]
     arrays += [t.detach().cpu().numpy() for t in model.state_dict().values()]
     for arr in arrays:
-        a = np.ascontiguousarray(arr)
-        digest.update(str((a.dtype.str, a.shape)).encode())
-        digest.update(a.reshape(-1).view(np.uint8).data)
+        blocks = arr.chunks() if isinstance(arr, Rows) else [np.ascontiguousarray(arr)]
+        digest.update(str((np.dtype(arr.dtype).str, tuple(arr.shape))).encode())
+        for block in blocks:
+            digest.update(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -183,19 +228,27 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     """Train ``core`` on the train split of ``dataset``; return the wrapped eval teacher and
     the per-epoch history (train and val loss in standardised units).
 
+    X is never copied per split: every batch is gathered from the dataset's X (memory-mapped
+    when loaded from a file) by row numbers, so memory holds one batch, not the split.
+    ``cfg.max_train`` / ``cfg.max_val`` restrict training / validation to seeded subsets.
+
     With ``checkpoint``, state is written atomically after every epoch and training resumes
     from it when present, giving the same weights as an uninterrupted run; a checkpoint of
     another run (settings, data or initial weights differ) is ignored with a warning, an
     unreadable one raises InputError.
     """
-    train, val = dataset.subset("train"), dataset.subset("val")
-    if len(train.X) == 0:
+    train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
+    train_rows = train_rows[seeded_rows(len(train_rows), cfg.max_train, cfg.seed)]
+    val_rows = val_rows[seeded_rows(len(val_rows), cfg.max_val, cfg.seed)]
+    train_X, train_y = Rows(dataset.X, train_rows), dataset.y[train_rows]
+    val_X, val_y = Rows(dataset.X, val_rows), dataset.y[val_rows]
+    if len(train_X) == 0:
         raise ValueError("teacher: the train split is empty")
     device = torch.device(device)
     model = StandardizedTeacher(core, n_outputs(dataset, cfg.loss))
     if cfg.classifies:
         class_labels(dataset.y)
-    model.set_standardization(train.X, None if cfg.classifies else train.y)
+    model.set_standardization(train_X, None if cfg.classifies else train_y)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
@@ -206,7 +259,7 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
-    fingerprint = _fingerprint(model, cfg, train, val)
+    fingerprint = _fingerprint(model, cfg, (train_X, train_y), (val_X, val_y))
     if checkpoint is not None and Path(checkpoint).exists():
         try:
             state = torch.load(checkpoint, weights_only=True, map_location=device)
@@ -227,17 +280,19 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
                    for e, t, v in state["history"]]
         log.info("teacher: resumed from %s at epoch %d", checkpoint, start)
 
-    X = torch.as_tensor(train.X, device=device)
-    Y = torch.as_tensor(train.y, device=device)
+    Y = torch.as_tensor(train_y, device=device)
+    n = len(train_X)
     for epoch in range(start, cfg.epochs):
         model.train()
-        order = torch.randperm(len(X), generator=gen).to(device)
+        order = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
-        for step, i in enumerate(range(0, len(X), cfg.batch_size)):
+        for step, i in enumerate(range(0, n, cfg.batch_size)):
             idx = order[i:i + cfg.batch_size]
-            if len(idx) < 2 and len(X) >= 2:
+            if len(idx) < 2 and n >= 2:
                 continue  # a batch of one breaks BatchNorm statistics
-            pred = model.standardized(X[idx])
+            xb = torch.as_tensor(train_X[idx.numpy()], device=device)
+            idx = idx.to(device)
+            pred = model.standardized(xb)
             loss = loss_fn(pred, Y[idx], model)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"teacher training: loss is {loss.item()} at epoch {epoch + 1}, "
@@ -247,7 +302,7 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
             opt.step()
             total += loss.item() * len(idx)
             count += len(idx)
-        val_loss = evaluate_loss(model, val, cfg) if len(val.X) else math.nan
+        val_loss = evaluate_loss(model, (val_X, val_y), cfg) if len(val_X) else math.nan
         history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val_loss})
         log.info("teacher epoch %d/%d: train %.4g val %.4g", epoch + 1, cfg.epochs, history[-1]["train_loss"],
                  val_loss)
@@ -258,21 +313,25 @@ def fit_teacher(core: nn.Module, dataset: Dataset, cfg: TeacherConfig,
 
 
 @torch.no_grad()
-def evaluate_loss(model: StandardizedTeacher, data: Dataset, cfg: TeacherConfig) -> float:
-    """Mean training loss (standardised units) of ``model`` on ``data``, in eval mode."""
+def evaluate_loss(model: StandardizedTeacher, data: Dataset | tuple[np.ndarray | Rows, np.ndarray],
+                  cfg: TeacherConfig) -> float:
+    """Mean training loss (standardised units) of ``model`` on ``data`` (a Dataset or an
+    ``(X, y)`` pair, X possibly an index view), in eval mode."""
+    X, y = (data.X, data.y) if isinstance(data, Dataset) else data
     was_training = model.training
     model.eval()
-    pred = torch.as_tensor(predict(model, data.X, cfg.batch_size), device=model.y_shift.device,
+    pred = torch.as_tensor(predict(model, X, cfg.batch_size), device=model.y_shift.device,
                            dtype=torch.float32)
-    y = torch.as_tensor(data.y, device=model.y_shift.device)
+    y = torch.as_tensor(y, device=model.y_shift.device)
     loss = _criterion(cfg.loss)((pred - model.y_shift) / model.y_scale, y, model)
     model.train(was_training)
     return float(loss)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predictions (n, k) in raw target units (a classifier's logits), in eval mode batch by batch."""
+def predict(model: nn.Module, X: np.ndarray | Rows, batch_size: int = 256) -> np.ndarray:
+    """Predictions (n, k) in raw target units (a classifier's logits), in eval mode batch by
+    batch; ``X`` may be an index view (:class:`awd.domain.Rows`), read one batch at a time."""
     model.eval()
     device = next(model.parameters()).device
     out = [model(torch.as_tensor(X[i:i + batch_size], device=device)).cpu().numpy()

@@ -1,16 +1,27 @@
-"""Peak memory (RSS) and time of the cosmology heads stage at the paper's data size.
+"""Peak memory (RSS) and time of the cosmology stages at the paper's data size.
 
-Builds a paper-sized ``dataset.npz`` (10 cosmologies x 2,500 maps of 256^2, split
-2,000 / 300 / 200 realisations per cosmology; 6.5 GB of float32) without ever holding X in
-memory: ``--base`` genuine mock maps per cosmology (generated at 512^2 over 3.5 deg, 2x2 block
-means) and, for the remaining realisations, dihedral transforms and periodic shifts of them
-(same one-point statistics and peak density; the maps only need to be realistic for memory and
-time). Then runs the heads stage (``CosmologyDomain.fit_heads`` on ``Dataset.load`` of that
-file, the paper's heads settings, an untrained ResNet-18 teacher and ``--grid`` learned-wavelet
-stand-ins) in a child process under ``/usr/bin/time -v`` and records its peak RSS and wall time
-in ``benchmarks/out/cosmology_memory.md``.
+Every stage runs as the workflow runs it (``awd.pipeline.run_<stage>`` in a child process, the
+``cosmology`` section of ``workflow/config/paper-cpu.yaml``, 2 threads) under ``/usr/bin/time -v``;
+the results are kept per stage in ``benchmarks/out/cosmology_memory.json`` (a stage measured again
+replaces its entry) and rendered into ``benchmarks/out/cosmology_memory.md``.
 
-    python benchmarks/bench_cosmology_memory.py --workdir /tmp/cosmo-memory [--per 2500] [--base 250]
+* ``ingest``: a paper-sized MassiveNuS tree (10 cosmologies x 2,500 FITS maps of 256^2, 3.5 deg;
+  ``--tree-base`` genuine mock maps per cosmology from ``write_mock_tree``, the other realisations
+  hard links to them) -> ``dataset.npz`` (6.5 GB of float32), with the paper's split.
+* ``teacher-all``: the teacher on the whole train split (``max_train`` null, 20,000 maps: the
+  standardisation and fingerprint pass over all of them, then training) stopped after
+  ``--teacher-seconds`` seconds of training.
+* ``teacher``: a whole teacher stage on seeded subsets (``--teacher-train`` / ``--teacher-val`` maps,
+  one epoch) including the predictions of all 2,000 test maps; its weights feed ``distill``.
+* ``distill``: distillation job 0 (lambda 0.005) bounded to one epoch, two gammas and
+  ``--distill-train`` training maps; the whole val split (3,000 maps) and its input gradients
+  are held as in the real job.
+* ``heads`` (only when asked for in ``--stages``): ``CosmologyDomain.fit_heads`` with the paper's
+  heads settings on a dataset built without holding X (``--base`` genuine maps per cosmology,
+  the other realisations symmetries and periodic shifts of them), an untrained ResNet-18 and
+  ``--grid`` learned-wavelet stand-ins.
+
+    python benchmarks/bench_cosmology_memory.py --workdir /tmp/cosmo-memory [--stages ingest,teacher,distill]
 """
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +46,8 @@ from awd.io import atomic_path  # noqa: E402
 
 SPLIT = (2000, 300, 200)  # realisations per cosmology (AWD)
 WAVELETS = ("db5", "sym5", "coif2", "db4", "sym6", "db6")
+STAGES = ("ingest", "teacher-all", "teacher", "distill", "heads")
+OUT_MD = ROOT / "benchmarks" / "out" / "cosmology_memory.md"
 
 
 def _variant(m: np.ndarray, k: int) -> np.ndarray:
@@ -79,8 +93,100 @@ def build(path: Path, n_cosmo: int, per: int, base: int, npix: int = 256) -> dic
     return {"maps": n, "seconds": time.perf_counter() - start, "bytes": path.stat().st_size}
 
 
+def build_tree(root: Path, n_cosmo: int, per: int, base: int) -> dict:
+    """A paper-sized MassiveNuS tree: ``base`` genuine mock maps per cosmology (512^2 -> 256^2
+    over 3.5 deg), realisations ``base + 1 .. per`` hard links to them (no extra disk)."""
+    from domains.cosmology.fits_io import map_file_name
+    from domains.cosmology.mock import write_mock_tree
+
+    start = time.perf_counter()
+    written = write_mock_tree(root, cosmologies=list(range(n_cosmo)), n_maps=base, npix_generate=512, npix_out=256,
+                              side_deg=3.5, seed=0, threads=2)
+    for folder in sorted({p.parent for p in written}):
+        for r in range(base + 1, per + 1):
+            os.link(folder / map_file_name(1.0, 1 + (r - 1) % base), folder / map_file_name(1.0, r))
+    return {"maps": n_cosmo * per, "genuine": len(written), "seconds": time.perf_counter() - start}
+
+
+def paper_cpu_section(**overrides) -> dict:
+    """The validated ``cosmology`` section of paper-cpu.yaml with ``overrides`` ({section: {key: value}})."""
+    from awd.config import load_yaml, validate
+    from awd.domain import get_domain
+
+    section = load_yaml(ROOT / "workflow" / "config" / "paper-cpu.yaml")["cosmology"]
+    for name, values in overrides.items():
+        section[name] = {**section.get(name, {}), **values}
+    return validate(section, get_domain("cosmology", "domains.cosmology").schema_path, where="cosmology")
+
+
+class _TimeUp(Exception):
+    pass
+
+
+def child(stage_name: str, work: Path, args) -> None:
+    """One stage, as the workflow's job runs it (the child process under ``/usr/bin/time -v``)."""
+    from awd import pipeline
+
+    data = work / "data" / "dataset.npz"
+    log = work / f"{stage_name}.log"
+    start = time.perf_counter()
+    if stage_name == "ingest":
+        with pipeline.stage("ingest", str(log), args.threads):
+            pipeline.run_ingest("cosmology", paper_cpu_section(), work / "tree", work / "data", data,
+                                threads=args.threads)
+    elif stage_name in ("teacher", "teacher-all"):
+        from domains.cosmology.domain import CosmologyDomain
+
+        steps = [0]
+        build = CosmologyDomain.build_teacher
+
+        def counted(self, cfg, ds):  # counts training steps (forward passes in training mode)
+            core = build(self, cfg, ds)
+            core.register_forward_pre_hook(lambda m, a: steps.__setitem__(0, steps[0] + m.training))
+            return core
+
+        CosmologyDomain.build_teacher = counted
+        if stage_name == "teacher":
+            cfg = paper_cpu_section(teacher={"epochs": 1, "max_train": args.teacher_train, "max_val": args.teacher_val})
+            out = work / "teacher"
+        else:
+            cfg = paper_cpu_section(teacher={"epochs": 1, "max_train": None, "max_val": None})
+            out = work / "teacher_all"
+            first = [None]
+
+            def stop(*_):
+                raise _TimeUp
+
+            def arm(m, a):  # the alarm starts with the first training step
+                if m.training and first[0] is None:
+                    first[0] = time.perf_counter()
+                    signal.signal(signal.SIGALRM, stop)
+                    signal.alarm(args.teacher_seconds)
+
+            CosmologyDomain.build_teacher = lambda self, c, d: _armed(counted(self, c, d), arm)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with pipeline.stage("teacher", str(log), args.threads):
+                pipeline.run_teacher("cosmology", cfg, data, out / "model.pt", out / "metrics.json")
+        except _TimeUp:
+            print(f"SETUP_SECONDS {first[0] - start:.1f}", flush=True)
+        print(f"TRAIN_STEPS {steps[0]}", flush=True)
+    elif stage_name == "distill":
+        cfg = paper_cpu_section(distill={"epochs": 1, "gammas": [0.0, 0.00368], "max_train": args.distill_train})
+        with pipeline.stage("distill", str(log), args.threads):
+            pipeline.run_distill("cosmology", cfg, data, work / "teacher" / "model.pt", 0, work / "distill_0.json")
+    elif stage_name == "heads":
+        heads(work / f"dataset_{args.per}.npz", work / "heads_out", args.grid, args.threads)
+    print(f"STAGE_SECONDS {time.perf_counter() - start:.1f}", flush=True)
+
+
+def _armed(core, hook):
+    core.register_forward_pre_hook(hook)
+    return core
+
+
 def heads(dataset: Path, out: Path, n_grid: int, threads: int) -> None:
-    """The heads stage as the workflow runs it (child process of the measurement)."""
+    """The heads stage as the workflow runs it."""
     import pywt
     import torch
 
@@ -93,64 +199,146 @@ def heads(dataset: Path, out: Path, n_grid: int, threads: int) -> None:
                      "attribution_top_k": 0.01}, "bootstrap": {"n": 10000, "seed": 1}, "teacher": {"batch_size": 64}}
     grid = [{"h": np.asarray(pywt.Wavelet(w).rec_lo), "lam": 0.005, "gamma": 0.0 if i == 0 else 0.00368, "J": 4,
              "mode": "zero"} for i, w in enumerate(WAVELETS[:n_grid])]
-    start = time.perf_counter()
     ds = Dataset.load(dataset)
     teacher = ResNet(width=64, blocks=(2, 2, 2, 2), seed=0).eval()  # the paper's ResNet-18 (untrained)
     dom.fit_heads(cfg, ds, grid, teacher, out, threads=threads)
-    print(f"HEADS_SECONDS {time.perf_counter() - start:.1f}", flush=True)
 
 
-def _uptime() -> str:
+def _load() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def measure(stage_name: str, args) -> dict:
+    """Run one stage in a child under ``/usr/bin/time -v``; its peak RSS, wall time and notes."""
+    before = _load()
+    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--workdir", str(args.workdir), "--threads",
+           str(args.threads), "--per", str(args.per), "--grid", str(args.grid), "--teacher-seconds",
+           str(args.teacher_seconds), "--teacher-train", str(args.teacher_train), "--teacher-val",
+           str(args.teacher_val), "--distill-train", str(args.distill_train), "--child", stage_name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    if proc.returncode:
+        sys.exit(f"{stage_name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    found = {key: m.group(1) for key in ("STAGE_SECONDS", "SETUP_SECONDS", "TRAIN_STEPS")
+             if (m := re.search(rf"{key} (\S+)", proc.stdout))}
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr).group(1)
+    result = {"rss_gib": round(rss_kb / 2**20, 2), "wall": wall, "seconds": float(found["STAGE_SECONDS"]),
+              "load_before": before, "load_after": _load(), "threads": args.threads,
+              "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if "TRAIN_STEPS" in found:
+        result["train_steps"] = int(found["TRAIN_STEPS"])
+    if "SETUP_SECONDS" in found:
+        result["setup_seconds"] = float(found["SETUP_SECONDS"])
+    print(stage_name, result, flush=True)
+    return result
+
+
+def what_ran(stage_name: str, r: dict) -> str:
+    """The table's description of one measured run."""
+    if stage_name == "ingest":
+        return "`run_ingest`: 25,000 FITS files -> dataset.npz (paper split)"
+    if stage_name == "teacher-all":
+        return (f"`run_teacher`, `max_train: null` (all 20,000 training maps): standardisation and fingerprint "
+                f"over all of them ({r.get('setup_seconds', float('nan')):.0f} s), then {r.get('train_steps', 0)} "
+                f"training steps of 64 maps; stopped after {r.get('teacher_seconds', '?')} s of training")
+    if stage_name == "teacher":
+        return (f"`run_teacher`, whole stage: 1 epoch on a seeded subset of {r.get('max_train')} maps "
+                f"({r.get('train_steps', 0)} steps), val loss on {r.get('max_val')} maps, predictions of the "
+                "2,000 test maps")
+    if stage_name == "distill":
+        return (f"`run_distill` job 0 (lambda 0.005), 1 epoch x 2 gammas on {r.get('max_train')} training maps; "
+                "input gradients and loss terms of all 3,000 val maps")
+    return (f"`fit_heads` on 25,000 maps: the paper's edges, 10,000 bootstrap resamples, untrained ResNet-18, "
+            f"learning curve, DB5 + {r.get('grid', 3)} grid wavelets")
+
+
+def render(results: dict, out: Path) -> None:
+    rows = ["| stage | what ran (10 cosmologies x 2,500 maps of 256^2, split 2,000 / 300 / 200 per cosmology; "
+            "X 6.55 GB) | peak RSS | wall time | load average before; after (1/5/15 min) | measured |",
+            "|---|---|---:|---:|---|---|"]
+    for name in STAGES:
+        if name in results:
+            r = results[name]
+            rows.append(f"| {name} | {what_ran(name, r)} | **{r['rss_gib']:.2f} GiB** | {r['wall']} | "
+                        f"{r['load_before']}; {r['load_after']} | {r['measured']} |")
+    limit = max(r["rss_gib"] for r in results.values())
+    lines = ["# Cosmology stages: peak memory at the paper's data size", "",
+             f"CPU: {platform.machine()}, {os.cpu_count()} logical cores; every stage a child process under "
+             "`/usr/bin/time -v` (maximum resident set size), 2 threads, on a machine shared with other jobs "
+             "(wall times depend on the load shown). Produced by `benchmarks/bench_cosmology_memory.py`; "
+             "the stages run as the workflow runs them (`awd.pipeline.run_<stage>`, the cosmology section of "
+             "`workflow/config/paper-cpu.yaml`), bounded in time where noted.", "", *rows, "",
+             f"Largest peak: **{limit:.2f} GiB** (goal: at most 8 GiB per stage).", "",
+             "How memory stays bounded: ingest reads the FITS files 512 at a time into a memory-mapped scratch "
+             "file (unlinked at once) whose pages are handed back after every chunk, and `Dataset.save` streams "
+             "X into `dataset.npz` chunk by chunk. Teacher and distillation read X memory-mapped inside "
+             "`dataset.npz` through index views (`awd.domain.Rows`): every batch is gathered from the map by "
+             "row number and its pages are handed back, so no split is ever copied; the teacher's input "
+             "standardisation and data fingerprint stream over the training maps (float64 sums above 1 GiB). "
+             "The distiller holds what it trains on: its `max_train` subset and the val split with their "
+             "input gradients (3,000 val maps: 0.8 GB each at 256^2). Heads: X streamed in chunks of 512 maps, "
+             "the peaks kept as float32 3x3 patches (about 36 bytes per peak) and reduced to histograms chunk "
+             "by chunk; each wavelet is scored in one streaming pass.", "",
+             "What this does not bound: the distiller keeps its training maps and their input gradients in "
+             "memory, so `distill.max_train: null` at this size (`paper.yaml`: all 20,000 training maps, "
+             "2 x 5.2 GB) would need about 15 GB (an estimate: those plus what the run above held); "
+             "`paper-cpu.yaml` distils on 500.", "",
+             "Before X was memory-mapped and read through index views, the same stages measured at 2,500 and "
+             "5,000 maps (17:03-17:06 UTC the same day, `/usr/bin/time -v`): ingest 1.18 and 1.82 GiB (about "
+             "one copy of X: ~7.0 GiB extrapolated to 25,000 maps), teacher 3.81 GiB at 5,000 maps in its first "
+             "100 s (the train "
+             "and val splits copied by `Dataset.subset`: ~8.5 GiB or more extrapolated); the distillation "
+             "copied the train and val splits too (about 6 GB at this size) before taking its subset.", "",
+             "Data: ingest, teacher and distill use the dataset written by the measured ingest (a mock tree of "
+             "genuine maps repeated by hard links: the maps only need the right size); heads used 250 genuine "
+             "mock maps per cosmology and symmetries and periodic shifts of them (same peak density).", ""]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="where the 6.5 GB dataset file goes")
+    parser.add_argument("--workdir", type=Path, required=True, help="where the tree and the 6.5 GB dataset go")
+    parser.add_argument("--stages", default="ingest,teacher-all,teacher,distill",
+                        help=f"comma-separated, of {', '.join(STAGES)}")
     parser.add_argument("--per", type=int, default=2500, help="maps per cosmology (paper 2,500)")
-    parser.add_argument("--base", type=int, default=250, help="genuine mock maps per cosmology")
-    parser.add_argument("--grid", type=int, default=3, help="learned-wavelet stand-ins in the grid")
+    parser.add_argument("--base", type=int, default=250, help="genuine mock maps per cosmology (heads data)")
+    parser.add_argument("--tree-base", type=int, default=50, help="genuine mock maps per cosmology (FITS tree)")
+    parser.add_argument("--grid", type=int, default=3, help="learned-wavelet stand-ins in the heads' grid")
+    parser.add_argument("--teacher-seconds", type=int, default=180, help="training time of teacher-all")
+    parser.add_argument("--teacher-train", type=int, default=320, help="teacher.max_train of the teacher run")
+    parser.add_argument("--teacher-val", type=int, default=128, help="teacher.max_val of the teacher run")
+    parser.add_argument("--distill-train", type=int, default=100, help="distill.max_train of the distill run")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "cosmology_memory.md")
-    parser.add_argument("--child", nargs=2, metavar=("DATASET", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        heads(Path(args.child[0]), Path(args.child[1]), args.grid, args.threads)
+        child(args.child, args.workdir, args)
         return
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]  # empty: re-render the recorded results
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        sys.exit(f"unknown stage(s) {sorted(unknown)}; choose from {STAGES}")
+    if args.per != 2500:
+        sys.exit("--per must be 2500: the recorded numbers are for the paper's size")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    dataset = args.workdir / f"dataset_{args.per}.npz"
-    built = build(dataset, 10, args.per, args.base) if not dataset.exists() else None
-    load_before = _uptime()
-    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--grid", str(args.grid), "--threads", str(args.threads),
-           "--workdir", str(args.workdir), "--child", str(dataset), str(args.workdir / "heads_out")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    if proc.returncode:
-        sys.exit(f"heads failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr).group(1)
-    secs = float(re.search(r"HEADS_SECONDS (\S+)", proc.stdout).group(1))
-    load_after = _uptime()
-    n = 10 * args.per
-    x_gb = n * 256 * 256 * 4 / 1e9
-    lines = ["# Cosmology heads stage: peak memory at the paper's data size", "",
-             f"CPU: {platform.machine()}, {os.cpu_count()} logical cores, {args.threads} thread(s); "
-             f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `/usr/bin/time -v` on a machine "
-             f"shared with other jobs (load average 1/5/15 min before: {load_before}; after: {load_after}).", "",
-             "| data | maps | X in dataset.npz | heads peak RSS | heads wall time | wavelets scored |",
-             "|---|---:|---:|---:|---:|---:|",
-             f"| 10 cosmologies x {args.per} maps of 256^2, split {SPLIT} per 2,500 | {n:,} | {x_gb:.2f} GB | "
-             f"**{rss_kb / 2**20:.2f} GiB** | {wall} ({secs:.0f} s in fit_heads) | DB5 + {args.grid} |", "",
-             f"Data: {args.base} genuine mock maps per cosmology (512^2 -> 256^2), the other realisations are "
-             "symmetries and periodic shifts of them (same peak density); built in "
-             + (f"{built['seconds']:.0f} s." if built else "an earlier run.") +
-             " Heads: the paper's edges and 10,000 bootstrap resamples, an untrained ResNet-18 teacher (test "
-             "predictions and the attribution map), the learning curve. X is memory-mapped inside dataset.npz "
-             "and streamed in chunks of 512 maps; the peaks are kept as float32 3x3 patches (about 36 bytes "
-             "per peak) and reduced to histograms chunk by chunk. Memory does not grow with the grid: each "
-             "wavelet is scored in one streaming pass.", ""]
-    with atomic_path(args.out) as tmp:
-        tmp.write_text("\n".join(lines))
-    print("\n".join(lines))
+    store = OUT_MD.with_suffix(".json")
+    results = json.loads(store.read_text()) if store.exists() else {}
+    if "ingest" in stages and not (args.workdir / "tree").exists():
+        print("tree:", build_tree(args.workdir / "tree", 10, args.per, args.tree_base), flush=True)
+    if "heads" in stages and not (args.workdir / f"dataset_{args.per}.npz").exists():
+        print("heads data:", build(args.workdir / f"dataset_{args.per}.npz", 10, args.per, args.base), flush=True)
+    for name in [s for s in STAGES if s in stages]:
+        result = measure(name, args)
+        result.update({"teacher-all": {"teacher_seconds": args.teacher_seconds},
+                       "teacher": {"max_train": args.teacher_train, "max_val": args.teacher_val},
+                       "distill": {"max_train": args.distill_train},
+                       "heads": {"grid": args.grid}}.get(name, {}))
+        results[name] = result
+        with atomic_path(store) as tmp:
+            tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    render(results, OUT_MD)
 
 
 if __name__ == "__main__":

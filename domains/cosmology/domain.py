@@ -105,13 +105,18 @@ class CosmologyDomain(Domain):
                         model=mock.get("model", "lognormal"), halo=mock.get("halo"))
 
     def ingest(self, cfg: dict, raw_dir: Path, out_dir: Path, threads: int = 1) -> Dataset:
-        """Read the tree under ``raw_dir``, split by realisation; write ``out_dir/maps.csv``."""
+        """Read the tree under ``raw_dir``, split by realisation; write ``out_dir/maps.csv``.
+
+        The maps go chunk by chunk into a memory-mapped scratch file in ``out_dir`` (unlinked at
+        once, see ``load_maps``), so the ingest holds one chunk of maps, not all of them; the
+        workflow's ``Dataset.save`` streams them into ``dataset.npz``."""
         from domains.cosmology.fits_io import load_maps, split_maps
 
         data = cfg["data"]
         maps = load_maps(raw_dir, redshift=data["redshift"], target_size=data["target_size"],
                          max_per_cosmology=data["max_per_cosmology"], threads=threads,
-                         nan_policy=data["nan_policy"], pixel_arcmin=data["pixel_arcmin"])
+                         nan_policy=data["nan_policy"], pixel_arcmin=data["pixel_arcmin"],
+                         scratch=Path(out_dir) / ".maps.scratch.npy")
         split = split_maps(maps, data["split"], seed=data["split_seed"])
         _check_split(raw_dir, split, maps.cosmology)
         _check_pixel_scale(maps.pixel_arcmin, maps.native_pixel_arcmin, int(maps.maps.shape[-1]) * maps.rebin)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from awd.domain import release_pages
 from awd.io import InputError
 
 log = logging.getLogger(__name__)
@@ -601,8 +603,15 @@ def _raise_all(root: Path, errors: list[InputError]) -> None:
 
 def load_maps(root: str | Path, *, redshift: float, target_size: int | None,
               max_per_cosmology: int | None = None, threads: int = 1, rebin: int | str = "auto",
-              nan_policy: str = "error", pixel_arcmin: float | None = None) -> MapSet:
+              nan_policy: str = "error", pixel_arcmin: float | None = None,
+              scratch: str | Path | None = None, chunk: int = 512) -> MapSet:
     """Read every map of one source redshift in a MassiveNuS or AWD tree into a :class:`MapSet`.
+
+    With ``scratch`` (a file path on a disk with room for all maps) the maps are written to a
+    memory-mapped ``.npy`` there, ``chunk`` files at a time, whose pages are handed back to the
+    kernel after every chunk: reading N maps then holds one chunk in memory, and ``maps`` is
+    that memory map. The file is unlinked as soon as it is created (the mapping keeps its data
+    until it is dropped), so nothing is left behind. Without it the maps are one in-memory array.
 
     ``max_per_cosmology`` keeps the lowest realisation numbers of each cosmology.
     ``pixel_arcmin`` is the files' native pixel scale when headers give none; when it is None
@@ -642,7 +651,16 @@ def load_maps(root: str | Path, *, redshift: float, target_size: int | None,
             errors[start] = err
     if first is None:
         _raise_all(root, list(errors.values()))
-    maps = np.empty((len(files), *first.shape), dtype=np.float32)
+    if scratch is None:
+        maps = np.empty((len(files), *first.shape), dtype=np.float32)
+    else:
+        folder = Path(scratch).parent
+        made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+        folder.mkdir(parents=True, exist_ok=True)
+        maps = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(files), *first.shape))
+        os.unlink(scratch)
+        for p in made:  # leave no folder behind either
+            p.rmdir()
     maps[start] = first
 
     def fill(i: int) -> None:
@@ -654,8 +672,13 @@ def load_maps(root: str | Path, *, redshift: float, target_size: int | None,
         if image.shape == first.shape:  # other sizes are reported below, naming the odd files
             maps[i] = image
 
+    step = max(1, int(chunk)) if scratch is not None else len(files)
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
-        list(pool.map(fill, range(start + 1, len(files))))
+        for lo in range(start + 1, len(files), step):
+            list(pool.map(fill, range(lo, min(lo + step, len(files)))))
+            if scratch is not None:
+                maps.flush()
+                release_pages(maps)
     nonfinite = np.asarray([info.get("n_nonfinite", 0) for info in infos], dtype=np.int64)
     if nan_policy == "error":
         for i in np.flatnonzero(nonfinite):
