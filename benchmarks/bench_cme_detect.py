@@ -22,6 +22,7 @@ Writes ``benchmarks/out/cme_detect.md`` and ``.json``::
 
     nice -n 15 python benchmarks/bench_cme_detect.py            # full run (quiet machine)
     nice -n 15 python benchmarks/bench_cme_detect.py --quick    # smoke run, small counts
+    nice -n 15 python benchmarks/bench_cme_detect.py --speed-only  # detection + linking speed, printed only
 """
 from __future__ import annotations
 
@@ -133,7 +134,9 @@ def run_trackpy(cell, sim: SimulationConfig, target_precision: float) -> dict:
     return {"scores": scores, "tuning": tune, "locate_s": t, "diameter": trackpy_diameter(sim.psf_sigma_clathrin)}
 
 
-def speed(n_frames: int, size: int, seed: int) -> dict:
+def speed(n_frames: int, size: int, seed: int, detect_only: bool = False) -> dict:
+    """The speed section; ``detect_only``: detection and the default linker only (no track
+    processing, scores, other linkers or trackpy)."""
     sim = movie_config(size, n_frames, DENSITY_SPEED, 1.2)
     t_sim, cell = timed(lambda: simulate_cell(sim, seed))
     truth = cell.truth_detections[cell.truth_detections["A_clathrin"] > 0]
@@ -148,7 +151,7 @@ def speed(n_frames: int, size: int, seed: int) -> dict:
         out[f"detect_{threads}p_cpu_s_per_frame"] = (cpu_seconds() - cpu0) / n_frames
     out["detections_per_frame"] = len(det) / n_frames
     default_linker = TrackingConfig().linker
-    for linker in dict.fromkeys((default_linker, "trackpy", "laptrack")):
+    for linker in dict.fromkeys((default_linker,) if detect_only else (default_linker, "trackpy", "laptrack")):
         t, linked = timed(lambda: link(det, {**cfg, "tracking": {"linker": linker}}))
         out[f"link_{linker}_s"] = t
         out[f"link_{linker}_segments"] = int(linked["track_id"].max()) + 1
@@ -156,6 +159,9 @@ def speed(n_frames: int, size: int, seed: int) -> dict:
             default_linked = linked
     out["default_linker"] = default_linker
     out["detect_link_2p_fps"] = n_frames / (out["detect_2p_s"] + out[f"link_{default_linker}_s"])
+    if detect_only:
+        out["load_average_after"] = os.getloadavg()[0]
+        return out
     t, (tracks, frames) = timed(lambda: process_tracks(default_linked, cell.movie, masks, cfg))
     out["process_s"], out["processed_tracks"] = t, len(tracks)
     out["load_average_after"] = os.getloadavg()[0]
@@ -212,6 +218,13 @@ GOALS = {"det_precision": ">= 0.98", "det_recall_bright": ">= 0.97", "det_recall
          "aux_false_positive_rate_long": "<= 0.05"}
 
 
+def detect_lines(sp: dict) -> list[str]:
+    """The speed table's detection rows."""
+    return [f"| detect + fit, clathrin + auxilin ({p} process{'es' * (p > 1)}) | {sp[f'detect_{p}p_s']:.2f} | "
+            f"{sp[f'detect_{p}p_fps']:.2f} frames/s ({sp[f'detect_{p}p_cpu_s_per_frame']:.3f} CPU s/frame) |"
+            for p in (1, 2)]
+
+
 def report(sp: dict, runs: dict, args) -> str:
     L = ["# CME detection, linking and accuracy at real pit densities", "",
          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -221,9 +234,7 @@ def report(sp: dict, runs: dict, args) -> str:
          f"Load average (shared machine): {sp['load_average_before']:.1f} before, {sp['load_average_after']:.1f} "
          "after; CPU seconds per frame do not depend on it.", "",
          "| step | seconds | rate |", "|---|---|---|"]
-    for p in (1, 2):
-        L.append(f"| detect + fit, clathrin + auxilin ({p} process{'es' * (p > 1)}) | {sp[f'detect_{p}p_s']:.2f} | "
-                 f"{sp[f'detect_{p}p_fps']:.2f} frames/s ({sp[f'detect_{p}p_cpu_s_per_frame']:.3f} CPU s/frame) |")
+    L += detect_lines(sp)
     for linker in dict.fromkeys((sp["default_linker"], "trackpy", "laptrack")):
         tag = " (default)" if linker == sp["default_linker"] else ""
         L.append(f"| link, {linker}{tag} | {sp[f'link_{linker}_s']:.2f} | {sp[f'link_{linker}_segments']} segments |")
@@ -282,9 +293,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="detection processes of the accuracy runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="print the detection and default-linker speed only; writes nothing")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.accuracy_frames = 8, 30
+    if args.speed_only:
+        sp = speed(args.frames, 512, args.seed, detect_only=True)
+        linker = sp["default_linker"]
+        t_dl = sp["detect_2p_s"] + sp[f"link_{linker}_s"]
+        print("\n".join([f"Load average: {sp['load_average_before']:.1f} before, {sp['load_average_after']:.1f} after",
+                         "", "| step | seconds | rate |", "|---|---|---|", *detect_lines(sp),
+                         f"| link, {linker} (default) | {sp[f'link_{linker}_s']:.2f} | "
+                         f"{sp[f'link_{linker}_segments']} segments |",
+                         f"| detection + fitting + linking, 2 processes | {t_dl:.2f} | "
+                         f"{sp['detect_link_2p_fps']:.2f} frames/s |"]))
+        return
     sp = speed(args.frames, 512, args.seed)
     runs = accuracy_runs(args.accuracy_frames, 256, args.seed + 1, args.threads)
     text = report(sp, runs, args)

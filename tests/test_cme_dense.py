@@ -198,7 +198,7 @@ _OPEN_GOAL = "goal not reached yet (see domains/cme/README.md, real pit densitie
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("psf1.45", marks=pytest.mark.xfail(strict=True, reason=_OPEN_GOAL + "0.888 of bright tracks whole")),
+    pytest.param("psf1.45", marks=pytest.mark.xfail(strict=True, reason=_OPEN_GOAL + "0.897 of bright tracks whole (104 of 116)")),
     "psf1.2", "long"])
 def test_tracks_at_real_density(case):
     s, _ = run_case(case)
@@ -208,10 +208,7 @@ def test_tracks_at_real_density(case):
     assert s["merged_fraction"] <= 0.05, report
 
 
-@pytest.mark.parametrize("case", [
-    "psf1.45",
-    pytest.param("psf1.2", marks=pytest.mark.xfail(strict=True, reason=_OPEN_GOAL + "aux+ sensitivity 0.881")),
-    "long"])
+@pytest.mark.parametrize("case", ["psf1.45", "psf1.2", "long"])
 def test_auxilin_labels_at_real_density(case):
     s, _ = run_case(case)
     report = {k: s[k] for k in s if "aux" in k}

@@ -325,7 +325,8 @@ def test_psf_sigma_of_both_channels_from_lone_spots(sigma, sigma_aux):
 
 def test_psf_sigma_sparse_auxilin_falls_back_and_detect_movie_uses_the_estimate(caplog):
     """Auxilin at 3 spots per frame is too sparse to estimate: the optics' value is used and
-    logged; detect_movie reports the estimated clathrin sigma in det['sigma']."""
+    logged; detect_movie fits with the estimated clathrin sigma, widened for pixel integration
+    (det['sigma'] = sqrt(estimate^2 + 1/12))."""
     from types import SimpleNamespace
 
     from domains.cme.tracking.detect import movie_sigmas
@@ -339,8 +340,9 @@ def test_psf_sigma_sparse_auxilin_falls_back_and_detect_movie_uses_the_estimate(
     assert any("auxilin" in r.getMessage() and "not estimated" in r.getMessage() for r in caplog.records)
     movie = SimpleNamespace(data=data[:2], pixel_size_um=0.08, name="m")
     det = detect_movie(movie, {"detection": {"sigma_clathrin": None, "sigma_aux": None, "sigma_frames": 2}})
-    assert det["sigma"].iloc[0] == pytest.approx(movie_sigmas(data[:2], DetectionConfig.from_dict(
-        {"sigma_clathrin": None, "sigma_aux": None, "sigma_frames": 2}), 0.08)[0])
+    est2 = movie_sigmas(data[:2], DetectionConfig.from_dict(
+        {"sigma_clathrin": None, "sigma_aux": None, "sigma_frames": 2}), 0.08)[0]
+    assert det["sigma"].iloc[0] == pytest.approx(np.sqrt(est2 ** 2 + 1 / 12))
     off = DetectionConfig.from_dict({"sigma_clathrin": None, "estimate_sigma": False})
     assert movie_sigmas(data, off, 0.08) == off.sigmas(0.08)
 

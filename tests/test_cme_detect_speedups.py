@@ -129,7 +129,65 @@ def plain_lm_xyAc(data, wts, p0, coords, sigma, escape, max_iter=30, max_shift=1
     return out
 
 
+def plain_lm_dense(data, wts, p0, fn, free, tol, clip, escape, max_iter=50):
+    """The dense Levenberg-Marquardt with every fit's model, Jacobian and normal equations
+    recomputed at each trial point and the weights always applied."""
+    p = p0.astype(np.float64).copy()
+    out, out_rss = p.copy(), np.zeros(len(p))
+    idx, lam, k = np.arange(len(p)), np.full(len(p), 1e-3), np.arange(len(free))
+
+    def normal_eq(J, r, w):
+        Jw = J[:, free] * w[:, None, :]
+        return np.matmul(Jw, Jw.transpose(0, 2, 1)), np.matmul(Jw, r[:, :, None])[:, :, 0]
+
+    d, w = data, wts
+    model, J = fn(p)
+    r = w * (d - model)
+    rss = np.einsum("ni,ni->n", r, r)
+    out_rss[:] = rss
+    H0, grad = normal_eq(J, r, w)
+    for _ in range(max_iter):
+        if idx.size == 0:
+            break
+        H = H0.copy()
+        diag = np.einsum("nii->ni", H0)
+        H[:, k, k] += lam[:, None] * diag + 1e-12 * diag.max(1, keepdims=True) + 1e-300
+        step = np.clip(np.linalg.solve(H, grad[:, :, None])[:, :, 0], -clip, clip)
+        p_new = p.copy()
+        p_new[:, free] += step
+        r_new = w * (d - fn(p_new, False)[0])
+        rss_new = np.einsum("ni,ni->n", r_new, r_new)
+        H_new, grad_new = normal_eq(fn(p_new, "only")[1], r_new, w)
+        better = rss_new < rss
+        p[better], rss[better], H0[better], grad[better] = p_new[better], rss_new[better], H_new[better], \
+            grad_new[better]
+        lam = np.where(better, np.maximum(lam / 10, 1e-9), lam * 10)
+        done = np.all(np.abs(step) <= tol, axis=1) | (lam > 1e12) | np.any(np.abs(p[:, free]) > escape, axis=1)
+        out[idx[done]], out_rss[idx[done]] = p[done], rss[done]
+        keep = ~done
+        p, lam, idx, rss, d, w, H0, grad = (a[keep] for a in (p, lam, idx, rss, d, w, H0, grad))
+    out[idx], out_rss[idx] = p, rss
+    return out, out_rss
+
+
 # ----------------------------------------------------------------------------- tests
+def test_pairwise_sum_last_is_numpy_sum():
+    """Every path of the slice-wise sum (< 8 elements, 8 partial sums with and without
+    accumulation, halving above 128) has the bits of numpy's sum, signed zeros included;
+    the order matters on these rows (a left-to-right sum differs from 8 elements on)."""
+    rng = np.random.default_rng(0)
+    for length in range(1, 301):
+        a = rng.normal(size=(3, 40, length)) * np.exp(rng.normal(size=(3, 40, length)) * 8)
+        a[rng.random(a.shape) < 0.05] = -0.0
+        a[0, 0] = -0.0  # a row of negative zeros sums to +0.0
+        got, want = D._pairwise_sum_last(a), a.sum(-1)
+        assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want)), length
+        seq = np.zeros(a.shape[:-1])
+        for i in range(length):
+            seq += a[..., i]
+        assert np.array_equal(seq, want) == (length < 8), length
+
+
 @pytest.mark.parametrize("sigma, alpha", [(1.2, 0.01), (1.45, 0.05)])
 def test_prefilter_is_the_plain_formulas(frame, sigma, alpha):
     pf = D.prefilter(frame[0], sigma, alpha)
@@ -181,13 +239,115 @@ def test_lm_xyAc_is_the_plain_per_axis_iteration(frame, masked):
     assert len(got) > 20 and np.mean(np.abs(got[:, :2]) < 1) > 0.8  # real fits near their pixel
 
 
+@pytest.mark.parametrize("sigma", [0.7, 2.3])
+def test_lm_xyAc_other_window_sizes(frame, sigma):
+    """Windows of 7 and 21 pixels (the 1-D sums' short and accumulating paths)."""
+    img = frame[0].astype(np.float64)
+    w = math.ceil(4 * sigma)
+    pf = D.prefilter(img, sigma, 0.05)
+    ys, xs = np.nonzero(D.local_maxima(pf.log, 3) & pf.mask)
+    inside = (xs >= w) & (xs < img.shape[1] - w) & (ys >= w) & (ys < img.shape[0] - w)
+    xs, ys = xs[inside], ys[inside]
+    data, wts = D.extract_windows(img, xs, ys, w, ndimage.label(pf.mask)[0])
+    nw = 2 * w + 1
+    p0 = np.column_stack([np.full(len(xs), 0.3), np.full(len(xs), -0.2), pf.A[ys, xs], pf.c[ys, xs]])
+    args = (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, np.arange(-w, w + 1, dtype=np.float64), sigma)
+    got = D._lm_xyAc(*args, escape=w + 1.0)
+    assert np.array_equal(got, plain_lm_xyAc(*args, escape=w + 1.0))
+    assert len(got) > 20 and np.mean(np.abs(got[:, 0] - 0.3) > 1e-3) > 0.5  # the fits moved
+
+
+def _mixture_inputs(frame):
+    """Windows around the significant single fits of ``frame`` (mask weights), started as two
+    sources 1 px either side of the fit, as :func:`fit_mixtures` does."""
+    sigma = 1.2
+    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
+    img = frame[0].astype(np.float64)
+    pf = D.prefilter(img, sigma, 0.01)
+    w = math.ceil(4 * sigma)
+    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
+    ok = (xi >= w) & (xi < img.shape[1] - w) & (yi >= w) & (yi < img.shape[0] - w)
+    xi, yi, t = xi[ok], yi[ok], tab[ok]
+    data, wts = D.extract_windows(img, xi, yi, w, ndimage.label(pf.mask)[0])
+    dx, dy = t["x"].to_numpy() - xi, t["y"].to_numpy() - yi
+    A, c = t["A"].to_numpy(), t["c"].to_numpy()
+    p0 = np.column_stack([dx - 1, dx + 1, dy, dy, A / 2, A / 2, c])
+    return data, wts, p0, np.arange(-w, w + 1, dtype=np.float64), sigma
+
+
+def test_lm_dense_is_the_plain_iteration(frame):
+    """The dense LM (partial recomputation, no kept Jacobian, unapplied unit weights) gives the
+    parameters and RSS of the plain iteration: all parameters free (mixtures), some free
+    (crowded slave fits) and shot-noise weights (free-sigma fits)."""
+    data, wts, p0, coords, sigma = _mixture_inputs(frame)
+    assert (wts == 0).any() and len(p0) > 30
+    fn = lambda q, jac=True: D._mixture_model(q, coords, sigma, 2, jac)  # noqa: E731
+    tol = np.array([1e-3] * 4 + [1e-1] * 3)
+    clip = np.array([1.0] * 4 + [np.inf] * 3)
+    esc = np.array([6.0] * 4 + [np.inf] * 3)
+    cases = [(data, wts, np.arange(7), tol, clip, esc, 20),  # every parameter free, 0/1 weights
+             (data, np.ones_like(wts), np.array([0, 2, 4, 5, 6]), tol[[0, 2, 4, 5, 6]], clip[[0, 2, 4, 5, 6]],
+              esc[[0, 2, 4, 5, 6]], 20)]  # source 2 fixed in place, unit weights
+    for d, wt, free, t, cl, es, it in cases:
+        got = D._lm_dense(d, wt, p0, fn, free, t, cl, es, max_iter=it)
+        want = plain_lm_dense(d, wt, p0, fn, free, t, cl, es, max_iter=it)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        assert np.mean(np.abs(got[0][:, free] - p0[:, free]).max(1) > 1e-3) > 0.5  # the fits moved
+    # free-sigma fits with shot-noise weights
+    w5 = math.ceil(5 * sigma)
+    img = frame[0].astype(np.float64)
+    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
+    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
+    ok = (xi >= w5) & (xi < img.shape[1] - w5) & (yi >= w5) & (yi < img.shape[0] - w5)
+    d5, _ = D.extract_windows(img, xi[ok], yi[ok], w5)
+    c5 = np.arange(-w5, w5 + 1, dtype=np.float64)
+    q0 = np.column_stack([tab["x"][ok] - xi[ok], tab["y"][ok] - yi[ok], tab["A"][ok], np.full(ok.sum(), sigma),
+                          tab["c"][ok]])
+    fs = lambda q, jac=True: D._free_sigma_model(q, c5, jac)  # noqa: E731
+    wt5 = 1.0 / np.sqrt(50.0 + 0.5 * np.maximum(fs(q0, False)[0] - q0[:, 4, None], 0.0))
+    args = (d5, wt5, q0, fs, np.arange(5), np.array([1e-4, 1e-4, 1e-2, 1e-5, 1e-2]),
+            np.array([1.0, 1.0, np.inf, 0.3, np.inf]), np.array([2.0, 2.0, np.inf, 3.6, np.inf]))
+    got, want = D._lm_dense(*args), plain_lm_dense(*args)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert np.all(fs(q0, True)[0] == fs(q0, False)[0])  # the model without the Jacobian is the same
+
+
+def test_detect_movie_checks_configured_sigmas_on_its_detections(caplog):
+    """The sigma check of detect_movie (its frames' fits made by the workers) logs what
+    movie_sigmas logs on the same detections, on 1 and 2 processes; the masks come back whole."""
+    cfg = SimulationConfig(height=160, width=160, n_frames=5, density=0.0037, mask_coverage=(1.0, 1.0))
+    data = simulate_cell(cfg, 2).movie.data
+    dcfg = {"detection": {"sigma_clathrin": 1.2, "sigma_aux": 1.1, "sigma_frames": 3, "sigma_min_spots": 5}}
+    logger = "domains.cme.tracking.detect"
+    logs, masks = [], []
+    for threads in (1, 2):
+        caplog.clear()
+        with caplog.at_level("INFO", logger=logger):
+            det, m = D.detect_movie(data, dcfg, threads, return_masks=True)
+        logs.append([r.getMessage() for r in caplog.records if "PSF sigma" in r.getMessage()])
+        masks.append(m)
+    # the detections are fitted with the pixel-integrated sigmas
+    kw = dict(sigma=np.sqrt(1.2 ** 2 + 1 / 12), sigma_aux=np.sqrt(1.1 ** 2 + 1 / 12), alpha=0.01, alpha_aux=0.05, mixture=D.DetectionConfig().mixture_kwargs(),
+              aux_neighbours=True)
+    tables = [D.detect_frame(f, **kw) for f in data]
+    caplog.clear()
+    with caplog.at_level("INFO", logger=logger):
+        D.movie_sigmas(data, D.detection_config(dcfg), 0.08, tables=tables)
+    want = [r.getMessage() for r in caplog.records if "PSF sigma" in r.getMessage()]
+    assert logs[0] == logs[1] == want
+    assert "clathrin PSF sigma configured 1.200 px, estimated" in want[0]
+    assert np.array_equal(masks[0], masks[1]) and masks[0].dtype == bool and masks[0].any()
+    assert np.array_equal(masks[0][3], D.detect_frame(data[3], return_mask=True, **kw)[1])
+
+
 def test_slave_normality_is_that_of_the_fit_kept(frame):
     """Without neighbour refits, fit_slave is the fixed fit, replaced by the free fit where that
-    moved < 3 sigma_master and gave a larger amplitude, each with its own normality test."""
+    moved < max_shift sigma_master (3, cmeAnalysis') and gave a larger amplitude, each with its
+    own normality test."""
     tab = D.detect_frame(frame, sigma=1.2, alpha=0.01, mixture=None)
     x, y = tab["x"].to_numpy(), tab["y"].to_numpy()
     img = frame[1].astype(np.float64)
-    got = D.fit_slave(img, x, y, 1.1, 1.2, 0.05, neighbours=False)
+    got = D.fit_slave(img, x, y, 1.1, 1.2, 0.05, neighbours=False, max_shift=3.0)
     fixed = D.fit_gaussians(img, x, y, 1.1, mode="Ac", alpha=0.05)
     loc = D.fit_gaussians(img, x, y, 1.1, A0=np.nan_to_num(fixed.A), c0=np.nan_to_num(fixed.c), mode="xyAc",
                           alpha=0.05)

@@ -27,7 +27,7 @@ DB5 = np.array(pywt.Wavelet("db5").rec_lo)
 
 
 def _config(**sections) -> dict:
-    base = {"simulator": {"n_cells": 3, "height": 96, "width": 96, "n_frames": 100, "density": 0.004, "seed": 1},
+    base = {"simulator": {"n_cells": 3, "height": 128, "width": 128, "n_frames": 100, "density": 0.004, "seed": 1},
             "data": {"train_cells": [1, 2], "test_cells": [3], "val_fraction": 0.2, "split_seed": 3},
             "labels": {"min_lifetime": 8},
             "teacher": {"epochs": 1, "batch_size": 16},

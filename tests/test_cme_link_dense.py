@@ -91,8 +91,9 @@ def test_dense_scenes_are_realistic(scene, request):
     assert 0.0024 <= per_px2 <= 0.0037  # cme.md: 0.0017-0.0037 spots/px^2 in real cells
 
 
-# measured (seeds 5 and 6, 100 frames): slow whole 0.962 merged 0.057; mobile whole 0.922
-# merged 0.077 (trackpy, 3 px, memory 2: whole 0.899, split 0.189, merged 0.103)
+# measured (seeds 5 and 6, 100 frames): slow whole 0.960 merged 0.071 (0.962 / 0.057 without
+# local_density); mobile whole 0.926 merged 0.084 (0.922 / 0.077) (trackpy, 3 px, memory 2:
+# whole 0.899, split 0.189, merged 0.103)
 @pytest.mark.parametrize("scene, whole_min, merged_max", [("dense_slow", 0.93, 0.075), ("dense_mobile", 0.89, 0.10)])
 def test_utrack_recovers_dense_tracks(scene, whole_min, merged_max, request):
     det, truth = request.getfixturevalue(scene)
@@ -163,6 +164,39 @@ def test_utrack_immobile_pits_two_px_apart_are_not_joined_without_amplitudes():
     assert out["track_id"].nunique() == 1
 
 
+def _released_vesicle(jump: float, seed: int = 11) -> pd.DataFrame:
+    """An immobile pit (0.1 px jitter) for 20 frames whose released vesicle jumps ``jump`` px
+    in +y at frame 20 and then diffuses (0.7 px per axis and frame, D = 0.5 px^2/s)."""
+    pit = _pit(range(20), 10, 10, 3000, 0.1, seed=seed)
+    vesicle = _pit(range(20, 26), pit["x"].iloc[-1], pit["y"].iloc[-1] + jump, 2500, 0.7, seed=seed + 1)
+    return pd.concat([pit, vesicle], ignore_index=True)
+
+
+def test_utrack_local_density_keeps_a_lone_vesicle_jump_in_its_track():
+    # the pit's own steps give a motion radius of ~1 px (min_search_radius); alone in its
+    # neighbourhood (next pit >= 20 px away) its radius widens to density_max_radius (4 px)
+    det = pd.concat([_released_vesicle(3.5).assign(pit=0), _background_pits().assign(pit=-1)], ignore_index=True)
+    out = link(det, {"tracking": {"linker": "utrack"}})
+    assert out.loc[out["pit"] == 0, "track_id"].nunique() == 1
+    off = link(det, {"tracking": {"linker": "utrack", "local_density": False}})
+    assert off.loc[off["pit"] == 0, "track_id"].nunique() == 2
+    # beyond density_max_radius the jump is not linked
+    far = pd.concat([_released_vesicle(5.0).assign(pit=0), _background_pits().assign(pit=-1)], ignore_index=True)
+    assert link(far, {"tracking": {"linker": "utrack"}}).loc[lambda d: d["pit"] == 0, "track_id"].nunique() == 2
+
+
+def test_utrack_local_density_does_not_widen_crowded_pits():
+    # the same 3.5 px jump next to an immobile neighbour 3 px away: room = 3 / 2 = 1.5 px, so
+    # the jump stays outside the radius and the neighbour keeps its own single track
+    neighbour = _pit(range(26), 13, 10, 3000, 0.1, seed=12)
+    det = pd.concat([_released_vesicle(3.5).assign(pit=0), neighbour.assign(pit=1),
+                     _background_pits().assign(pit=-1)], ignore_index=True)
+    out = link(det, {"tracking": {"linker": "utrack"}})
+    assert out.loc[out["pit"] == 0, "track_id"].nunique() == 2
+    assert out.loc[out["pit"] == 1, "track_id"].nunique() == 1
+    assert set(out.loc[out["pit"] == 1, "track_id"]).isdisjoint(out.loc[out["pit"] == 0, "track_id"])
+
+
 def test_utrack_merge_split_links_a_split_and_keeps_segments():
     rows = [(t, 10.0, 10.0, 2000.0) for t in range(10)]                       # parent, frames 0-9
     rows += [(t, 10.0 + 0.6 * (t - 4), 10.0, 1000.0) for t in range(5, 10)]  # splits off at frame 5
@@ -185,7 +219,8 @@ def test_utrack_handles_empty_frames_and_missing_amplitudes():
 
 @pytest.mark.parametrize("bad", [{"min_search_radius": 5.0, "max_search_radius": 2.0}, {"brown_std_mult": 0},
                                  {"motion_passes": 0}, {"gap_penalty": 0.5}, {"amplitude_ratio_max": 0.9},
-                                 {"amplitude_weight": -1}, {"linker": "u-track"}])
+                                 {"amplitude_weight": -1}, {"linker": "u-track"}, {"closest_distance_scale": 0},
+                                 {"density_max_radius": -1.0}])
 def test_utrack_config_validation(bad):
     with pytest.raises(InputError):
         TrackingConfig.from_dict({"linker": "utrack", **bad})

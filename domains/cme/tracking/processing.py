@@ -5,8 +5,9 @@ following cmeAnalysis ``runTrackProcessing`` and ``runSlaveChannelClassification
 
 * drop single-frame tracks and tracks within ceil(4 sigma) px of the image border;
 * visibility (1 complete, 2 cut by the movie ends, 3 persistent), 5-frame start/end buffers
-  of complete tracks and the gap frames, all re-fitted in both channels at the track
-  position (free-position fit, or fixed-position amplitude fit if it wanders > ceil(2 sigma));
+  of complete tracks and the gap frames, all re-fitted at the track position: clathrin by a
+  free-position fit, or the fixed-position amplitude fit if it wanders > ceil(2 sigma);
+  auxilin the same way, or (``slave_at_master``) as detection fits it, at that clathrin position;
 * gap status (valid if 1 frame long or between segments longer than 1 frame), categories
   ``catIdx`` 1-8 with the cmeAnalysis fixes (invalid-gap tracks reaching the 2.5th percentile
   of their lifetime cohort become 1; buffer, hotspot-splitting, gap-fraction and displacement
@@ -57,7 +58,9 @@ _TRACK_COLUMNS = ["condition", "cell", "track_id", "start_frame", "end_frame", "
 
 @dataclass(frozen=True)
 class ProcessingConfig:
-    """Track-processing settings (config section ``track_processing``); cmeAnalysis defaults."""
+    """Track-processing settings (config section ``track_processing``); cmeAnalysis defaults.
+    ``slave_at_master``: fit the auxilin of gaps and buffers as detection does
+    (:func:`_refit_slave`) instead of cmeAnalysis' per-channel re-fit."""
 
     buffer: int = 5
     cohort_bounds_s: tuple[float, ...] = (10, 20, 40, 60, 80, 100, 125, 150)
@@ -68,6 +71,7 @@ class ProcessingConfig:
     msd_max_lag: int = 10
     diffusion_max_lag: int = 4
     postprocess: bool = True
+    slave_at_master: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ProcessingConfig":
@@ -79,6 +83,9 @@ class ProcessingConfig:
                 or cfg.diffusion_max_lag < 2):
             raise InputError("config:track_processing", "need buffer >= 2, background_frames >= 1, "
                              "background_positions >= 20, msd_max_lag >= 1, diffusion_max_lag >= 2")
+        if not isinstance(cfg.slave_at_master, bool):
+            raise InputError("config:track_processing.slave_at_master",
+                             f"must be true or false, got {cfg.slave_at_master!r}")
         return cfg
 
 
@@ -148,13 +155,15 @@ def _gap_status(gap: np.ndarray) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------
 # Re-fits of gaps and buffers
 # --------------------------------------------------------------------------------------
-def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, alpha: float) -> None:
+def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, alpha: float,
+           slave: dict | None = None) -> None:
     """Fill every gap and buffer row of every track with a fit in its frame, both channels.
 
     cmeAnalysis ``interpTrack``: window and confinement from the master sigma, pixels of other
     detection-mask components ignored; a free-position fit, replaced by the fixed-position
     amplitude fit where it moved >= ceil(2 sigma_master). All rows of a channel are fitted in
-    one batch.
+    one batch. With ``slave`` (keyword arguments of :func:`_refit_slave`) the slave channels
+    are instead fitted where detection fits them, at the master position (:func:`_refit_slave`).
     """
     rows = [np.flatnonzero(tr.gap | (tr.part != 1)) for tr in tracks]
     counts = np.array([r.size for r in rows])
@@ -175,7 +184,7 @@ def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, al
         labels = ndimage.label(masks[f])[0]
         for ch in range(n_ch):
             win[ch, sel], wts[ch, sel] = extract_windows(data[f, ch], cent[ch][0][sel], cent[ch][1][sel], w, labels)
-    for ch in range(n_ch):
+    for ch in range(n_ch if slave is None else 1):
         x, y, A0, c0 = pos[ch]["x"], pos[ch]["y"], pos[ch]["A"], pos[ch]["c"]
         xi, yi = cent[ch]
         res = fit_windows(win[ch], wts[ch], xi, yi, x - xi, y - yi, sigmas[ch], A0=A0, c0=c0, mode="xyAc",
@@ -194,6 +203,75 @@ def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, al
                 tr.v[name][ch, r] = getattr(res, name)[sl]
             tr.v["pval_Ar"][ch, r] = res.pval_A[sl]
             tr.v["hval_AD"][ch, r] = res.hval_AD[sl]
+    if slave is not None and n_ch > 1:
+        _refit_slave(tracks, rows, (pos[0]["x"], pos[0]["y"]), data, sigmas, alpha, **slave)
+
+
+def _refit_slave(tracks: list[_Track], rows: list[np.ndarray], initial: tuple[np.ndarray, np.ndarray],
+                 data: np.ndarray, sigmas, alpha: float, *,
+                 positions: dict, starts: dict, alpha_fit: float, neighbours: bool) -> None:
+    """The slave channels of the gap and buffer ``rows`` of each track, fitted as detection fits
+    them (:func:`fit_slave`, cmeAnalysis ``runDetection``): at the master position, a free fit
+    kept where it moved < 3 sigma_master and gave a larger amplitude, with the frame's clathrin
+    detections ``positions[f]`` = (x, y) within reach as neighbours when ``neighbours``.
+
+    The master position of a row is its re-fitted clathrin position where that fit is
+    significant (p < ``alpha``; a vesicle that moves after scission is followed into the end
+    buffer) and not within sigma_master of a detection of another track that was already
+    there at this track's last frame (the confined clathrin re-fit may move ~3 px onto such a
+    neighbour and would credit its burst to this track; a track piece that starts later may be
+    this pit's own continuation), else its initial position (interpolated in gaps, the
+    first/last track position in buffers). ``starts[f]``: the first frame of the linked track
+    of each detection in ``positions[f]``. cmeAnalysis re-fits every channel on its own from
+    the initial position, so in buffers the auxilin fit started up to a few px from a moved
+    vesicle's burst and wandered onto noise, and it did not see neighbouring pits. (A detection
+    at a row's position is the same spot and :func:`fit_slave` does not model it as a
+    neighbour.)
+    """
+    s_m, s_a = sigmas
+    reach = (math.ceil(4 * s_a) + 1.5) * math.sqrt(2)
+    empty = (np.zeros(0), np.zeros(0))
+    frames = np.concatenate([tr.f[r] for tr, r in zip(tracks, rows)])
+    px = np.concatenate([tr.v["x"][0, r] for tr, r in zip(tracks, rows)])
+    py = np.concatenate([tr.v["y"][0, r] for tr, r in zip(tracks, rows)])
+    sig = np.concatenate([tr.v["pval_Ar"][0, r] for tr, r in zip(tracks, rows)]) < alpha
+    ix, iy = initial
+    H, W = data.shape[-2:]
+    w = math.ceil(4 * s_a)
+    with np.errstate(invalid="ignore"):  # the slave window must lie inside the image, as at the initial position
+        use = (sig & (np.round(px) >= w) & (np.round(px) < W - w) & (np.round(py) >= w)
+               & (np.round(py) < H - w))
+    last = np.repeat([tr.end for tr in tracks], [r.size for r in rows])
+    for f in np.unique(frames[use]):  # a re-fit onto a pit that coexisted with the track is a neighbour
+        dx, dy = positions.get(int(f), empty)[:2]
+        if dx.size:
+            born = starts.get(int(f), np.full(dx.size, f))
+            m = np.flatnonzero(use & (frames == f))
+            for i, hits in zip(m, cKDTree(np.column_stack([dx, dy])).query_ball_point(
+                    np.column_stack([px[m], py[m]]), s_m)):
+                use[i] = not any(born[j] <= last[i] for j in hits)
+    ax, ay = np.where(use, px, ix), np.where(use, py, iy)
+    out = {name: np.full((data.shape[1], frames.size), np.nan) for name in FRAME_FIELDS}
+    order = np.argsort(frames, kind="stable")
+    bounds = np.flatnonzero(np.diff(frames[order])) + 1
+    for sel in np.split(order, bounds):
+        f = int(frames[sel[0]])
+        x, y = ax[sel], ay[sel]
+        if neighbours:
+            dx, dy = positions.get(f, empty)
+            if dx.size:
+                near = cKDTree(np.column_stack([x, y])).query(np.column_stack([dx, dy]))[0] <= reach
+                x, y = np.concatenate([x, dx[near]]), np.concatenate([y, dy[near]])
+        for ch in range(1, data.shape[1]):
+            fit = fit_slave(data[f, ch], x, y, s_a, s_m, alpha_fit, neighbours=neighbours)
+            for name, col in _DET_COLUMNS[1].items():
+                vals = fit[col][:sel.size]
+                out[name if name != "isPSF" else "hval_AD"][ch, sel] = 1.0 - vals if name == "isPSF" else vals
+    offsets = np.concatenate([[0], np.cumsum([r.size for r in rows])])
+    for k, (tr, r) in enumerate(zip(tracks, rows)):
+        if r.size:
+            for name in FRAME_FIELDS:
+                tr.v[name][1:, r] = out[name][1:, offsets[k]:offsets[k + 1]]
 
 
 # --------------------------------------------------------------------------------------
@@ -634,7 +712,17 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
                 bad |= (xr < w4) | (xr > W - 1 - w4) | (yr < w4) | (yr > H - 1 - w4)
     det = det[~det["track_id"].isin(det["track_id"][bad])]
     tracks = _build_tracks(det, T, n_ch, pcfg.buffer)
-    _refit(tracks, data, masks, sigmas, pcfg.alpha)
+    dcfg = detection_config(cfg)
+    positions = {int(f): (g["x"].to_numpy(float), g["y"].to_numpy(float))
+                 for f, g in detections.groupby("frame", sort=False)} if len(detections) else {}
+    slave = None
+    if pcfg.slave_at_master and len(detections):
+        first = detections.groupby("track_id")["frame"].transform("min").to_numpy()
+        first = np.where(detections["track_id"].to_numpy() >= 0, first, detections["frame"].to_numpy())
+        starts = {int(f): first[idx] for f, idx in detections.groupby("frame", sort=False).indices.items()}
+        slave = {"positions": positions, "starts": starts, "alpha_fit": dcfg.alpha_aux,
+                 "neighbours": dcfg.aux_neighbours}
+    _refit(tracks, data, masks, sigmas, pcfg.alpha, slave)
     _categories(tracks, interval, T, pcfg)
     if pcfg.postprocess:
         tracks = _split_hotspots(tracks)
@@ -643,9 +731,6 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
         cell_mask = cell_mask_from_movie(movie)
     bg = None
     if n_ch > 1:
-        dcfg = detection_config(cfg)
-        positions = {int(f): (g["x"].to_numpy(float), g["y"].to_numpy(float))
-                     for f, g in detections.groupby("frame", sort=False)} if len(detections) else {}
         bg = _slave_background(data, masks, cell_mask, sigmas, positions, dcfg.alpha_aux, pcfg.alpha,
                                dcfg.aux_neighbours, pcfg)
     condition = str(getattr(movie, "condition", ""))
