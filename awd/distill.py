@@ -31,8 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from awd.io import InputError, atomic_path, read_json, write_json
-from awd.losses import (NORMALIZATIONS, TERMS, as_floats, coefficient_l1, filter_losses, reconstruction_loss,
-                        total_loss)
+from awd.losses import (FILTER_TERMS, NORMALIZATIONS, TERMS, as_floats, coefficient_l1, filter_losses,
+                        reconstruction_loss, total_loss)
 from awd.teacher import TrainingDiverged
 from awd.transform import DWT1d, DWT2d
 from awd.trim import (METHODS, attributions_from_gradients, input_gradients, is_piecewise_linear, reconstruct,
@@ -48,6 +48,7 @@ FAST_PATH_MODES = ("auto", "always", "never")
 ENGINES = ("plain", "batched")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FORMAT = "awd-distill-results"
+MICRO_BATCH_VALUES = 2 ** 21  # input values per training-step piece when micro_batch is None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class DistillConfig:
     (a seeded subset). ``max_filter_norm``: training stops as diverged when ||h|| exceeds it.
     ``progress``: tqdm bars; None shows them only on a terminal. ``seeds``: the
     distillation seeds of the protocol (every seed runs the whole grid; empty: ``seed`` alone).
+    ``micro_batch``: most samples per forward/backward pass of a training step; a larger batch
+    is taken in pieces whose gradients are summed (the same step to float rounding). None:
+    pieces of at most :data:`MICRO_BATCH_VALUES` input values (32 maps of 256^2), where the
+    transform's buffers stay cache-sized (about 1.2x faster per map than batches of 100 at
+    256^2; batches below that size run whole, as before).
     ``engine``: "plain" runs each (lambda, seed) path on its own (:func:`distill_path`);
     "batched" runs all lambdas of a seed in one exact batched computation
     (:mod:`awd.batched`, short 1D signals only; same filters to float rounding).
@@ -83,6 +89,7 @@ class DistillConfig:
     device: str = "cpu"
     dtype: str = "float32"
     max_train: int | None = None
+    micro_batch: int | None = None
     max_filter_norm: float = 10.0
     progress: bool | None = None
     seeds: tuple[int, ...] = ()
@@ -120,6 +127,8 @@ class DistillConfig:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.max_train is not None and self.max_train < 1:
             raise bad("max_train", f"must be >= 1 or null, got {self.max_train}")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise bad("micro_batch", f"must be >= 1 or null, got {self.micro_batch}")
         for key in ("lr", "max_filter_norm"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
                 raise bad(key, f"must be a positive number, got {getattr(self, key)}")
@@ -152,7 +161,7 @@ class DistillConfig:
         return d
 
 
-_INT_KEYS = {"J", "epochs", "batch_size", "seed", "target", "ig_steps", "max_train"}
+_INT_KEYS = {"J", "epochs", "batch_size", "seed", "target", "ig_steps", "max_train", "micro_batch"}
 _FLOAT_KEYS = {"lr", "max_filter_norm"}
 _STR_KEYS = {"wave", "mode", "fast_path", "attribution", "normalization", "device", "dtype", "engine"}
 
@@ -179,7 +188,7 @@ def _coerce(key: str, value: Any, source: str | Path | None) -> Any:
             raise bad("a list of integers")
         return tuple(value)
     if key in _INT_KEYS:
-        if key == "max_train" and value is None:
+        if key in ("max_train", "micro_batch") and value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("an integer")
@@ -487,6 +496,28 @@ def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequ
     return results
 
 
+def _pieces(n: int, sample_shape: Sequence[int], micro_batch: int | None) -> list[slice]:
+    """The pieces of a batch of ``n`` samples that one forward/backward pass takes."""
+    size = micro_batch or max(1, MICRO_BATCH_VALUES // max(1, math.prod(sample_shape)))
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _data_terms(model: nn.Module, dwt: nn.Module, xb: torch.Tensor, grads: torch.Tensor | None, gamma: float,
+                cfg: DistillConfig, fast: bool) -> dict[str, torch.Tensor]:
+    """Reconstruction, sparsity and (for gamma > 0) interpretation terms of one batch, with graph."""
+    coeffs = dwt(xb)
+    terms = {"reconstruction": reconstruction_loss(xb, reconstruct(dwt, coeffs, xb.shape), cfg.normalization),
+             "sparsity": coefficient_l1(coeffs, cfg.normalization)}
+    if gamma > 0:
+        if fast:
+            attr = attributions_from_gradients(dwt, xb, grads, cfg.attribution, coeffs=coeffs, create_graph=True)
+        else:
+            attr = trim_attributions(model, dwt, xb, cfg.target, cfg.attribution, coeffs=coeffs,
+                                     create_graph=True, ig_steps=cfg.ig_steps)
+        terms["interpretation"] = coefficient_l1(attr, cfg.normalization)
+    return terms
+
+
 def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch.Tensor | None, lam: float,
                  gamma: float, cfg: DistillConfig, fast: bool, point: int, done: list[dict],
                  ckpt: _Checkpoint, callback: Callable[[dict], None] | None) -> list[float]:
@@ -513,25 +544,28 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
         total = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * bs:(step + 1) * bs]
-            xb = X[idx].to(device)
-            coeffs = dwt(xb)
-            terms = {"reconstruction": reconstruction_loss(xb, reconstruct(dwt, coeffs, xb.shape), cfg.normalization),
-                     **filter_losses(dwt.h), "sparsity": coefficient_l1(coeffs, cfg.normalization)}
-            if gamma > 0:
-                if fast:
-                    attr = attributions_from_gradients(dwt, xb, grads[idx].to(device), cfg.attribution,
-                                                       coeffs=coeffs, create_graph=True)
-                else:
-                    attr = trim_attributions(model, dwt, xb, cfg.target, cfg.attribution, coeffs=coeffs,
-                                             create_graph=True, ig_steps=cfg.ig_steps)
-                terms["interpretation"] = coefficient_l1(attr, cfg.normalization)
-            loss = total_loss(terms, lam, gamma)
             at = f"{where}, epoch {epoch + 1}, step {step + 1} (global step {epoch * steps_per_epoch + step + 1})"
-            if not torch.isfinite(loss):
-                detail = ", ".join(f"{k}={v:.4g}" for k, v in as_floats(terms).items())
-                raise TrainingDiverged(f"distill {at}: loss is {float(loss.detach())} ({detail})")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            pieces = _pieces(len(idx), X.shape[1:], cfg.micro_batch)
+            step_terms: dict[str, float] = {}
+            loss_value = 0.0
+            for k, piece in enumerate(pieces):  # gradients of the pieces add up to the batch's
+                sub = idx[piece]
+                xb = X[sub].to(device)
+                terms = _data_terms(model, dwt, xb, None if grads is None else grads[sub].to(device), gamma, cfg,
+                                    fast)
+                if len(pieces) > 1:
+                    weight = len(sub) / len(idx)
+                    terms = {key: weight * value for key, value in terms.items()}
+                terms.update(filter_losses(dwt.h) if k == 0 else dict.fromkeys(FILTER_TERMS, 0.0))
+                loss = total_loss(terms, lam, gamma)
+                if not torch.isfinite(loss):
+                    detail = ", ".join(f"{key}={v:.4g}" for key, v in as_floats(terms).items())
+                    raise TrainingDiverged(f"distill {at}: loss is {float(loss.detach())} ({detail})")
+                loss.backward()
+                loss_value += float(loss.detach())
+                for key, value in as_floats(terms).items():
+                    step_terms[key] = step_terms.get(key, 0.0) + value
             if not torch.all(torch.isfinite(dwt.h.grad)):
                 raise TrainingDiverged(f"distill {at}: gradient w.r.t. h is not finite")
             opt.step()
@@ -539,9 +573,9 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
             if not math.isfinite(norm) or norm > cfg.max_filter_norm:
                 raise TrainingDiverged(f"distill {at}: ||h|| = {norm:.4g} exceeds max_filter_norm "
                                        f"{cfg.max_filter_norm:g}")
-            total += float(loss.detach()) * len(idx)
+            total += loss_value * len(idx)
             if epoch == 0:
-                for key, value in as_floats(terms).items():
+                for key, value in step_terms.items():
                     first[key] = first.get(key, 0.0) + value * len(idx) / n
         history.append(total / n)
         if epoch == 0:

@@ -73,6 +73,8 @@ def test_config_from_dict_roundtrip_and_defaults():
     ({"wave": "nope"}, "unknown wavelet"),
     ({"mode": "wrap"}, "distill.mode"),
     ({"batch_size": 0}, "distill.batch_size: must be >= 1"),
+    ({"micro_batch": 0}, "distill.micro_batch: must be >= 1 or null"),
+    ({"micro_batch": 2.0}, "distill.micro_batch: expected an integer"),
 ])
 def test_config_errors_name_the_key(bad, message):
     with pytest.raises(InputError, match=message) as err:
@@ -201,6 +203,33 @@ def test_max_train_uses_a_seeded_subset():
     keep = np.sort(np.random.default_rng(3).choice(80, 30, replace=False))
     manual = distill_path(teacher, X_tr[keep], X_va, lam=0.0, gammas=[0.05], config=_cfg())
     assert _h_bytes(capped) == _h_bytes(manual)
+
+
+@pytest.mark.parametrize("fast_path", ["always", "never"])
+def test_micro_batches_give_the_whole_batch_step(fast_path):
+    """A batch taken in pieces (gradients summed, data terms weighted by piece size) trains
+    the same filter as the whole batch, to float64 rounding, on both attribution paths."""
+    X_tr, X_va = _data(n_train=50)
+    teacher = _relu_teacher()
+    runs = [distill_path(teacher, X_tr, X_va, lam=0.02, gammas=[0.0, 0.05],
+                         config=_cfg(micro_batch=mb, fast_path=fast_path)) for mb in (None, 5, 7)]
+    whole = runs[0]
+    assert abs(whole[1].h - whole[1].init_h).max() > 1e-3  # it trained
+    for pieces in runs[1:]:
+        for a, b in zip(whole, pieces):
+            np.testing.assert_allclose(b.h, a.h, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-12)
+            assert a.losses["interpretation"] == pytest.approx(b.losses["interpretation"], rel=1e-12)
+
+
+def test_automatic_micro_batches_split_only_large_maps():
+    from awd.distill import MICRO_BATCH_VALUES, _pieces
+
+    assert MICRO_BATCH_VALUES == 32 * 256 * 256
+    assert [(p.start, p.stop) for p in _pieces(100, (256, 256), None)] == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert _pieces(100, (128, 128), None) == [slice(0, 100)]  # the default maps run whole
+    assert _pieces(100, (40,), None) == [slice(0, 100)]
+    assert [(p.start, p.stop) for p in _pieces(10, (40,), 4)] == [(0, 4), (4, 8), (8, 10)]
 
 
 # ---------------------------------------------------------------------------------- checkpoints
