@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from awd.domain import Rows, gather, release_pages
 from awd.io import InputError, atomic_path, read_json, write_json
 from awd.losses import (FILTER_TERMS, NORMALIZATIONS, TERMS, as_floats, coefficient_l1, filter_losses,
                         reconstruction_loss, total_loss)
@@ -49,6 +51,10 @@ ENGINES = ("plain", "batched")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FORMAT = "awd-distill-results"
 MICRO_BATCH_VALUES = 2 ** 21  # input values per training-step piece when micro_batch is None
+#: input gradients larger than this go to a scratch memory map (a temporary file), not into memory
+GRADIENT_MEMORY_BYTES = 1 << 30
+#: bytes of an index view read at a time for the data digest and the input gradients
+DATA_CHUNK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -267,10 +273,10 @@ class DistillResult:
         return cls(**d)
 
 
-def _ndim_of(X: torch.Tensor) -> int:
-    if X.dim() not in (2, 3):
+def _ndim_of(X: torch.Tensor | Rows) -> int:
+    if len(X.shape) not in (2, 3):
         raise InputError(None, f"X must be (n, L) signals or (n, H, W) images, got shape {tuple(X.shape)}")
-    return X.dim() - 1
+    return len(X.shape) - 1
 
 
 def _initial_filter(init: str | np.ndarray | Sequence[float] | None, cfg: DistillConfig) -> tuple[np.ndarray, str]:
@@ -317,21 +323,104 @@ def _use_fast_path(mode: str, teacher: nn.Module) -> bool:
     return mode == "always" or exact
 
 
-def _subsample(X: np.ndarray | torch.Tensor, cap: int | None, seed: int):
-    """A seeded subset of at most ``cap`` rows (kept in their original order)."""
+def _subsample(X: np.ndarray | torch.Tensor | Rows, cap: int | None, seed: int):
+    """A seeded subset of at most ``cap`` rows (kept in their original order); of an index view
+    or a memory map, an index view (:class:`awd.domain.Rows`), so nothing is read yet."""
     if cap is None or len(X) <= cap:
         return X
     keep = np.sort(np.random.default_rng(seed).choice(len(X), cap, replace=False))
+    if isinstance(X, Rows):
+        return X.take(keep)
+    if isinstance(X, np.memmap):
+        return Rows(X, keep)
     return X[keep]
 
 
-def _data_digest(*arrays: torch.Tensor) -> str:
+def _as_data(X, dtype: torch.dtype) -> torch.Tensor | Rows:
+    """The samples as the distiller holds them: an index view (or memory map) stays an index
+    view, read batch by batch (:func:`_batch`), so a split larger than memory is never copied
+    whole; anything else becomes a tensor of ``dtype``."""
+    if isinstance(X, Rows):
+        return X
+    if isinstance(X, np.memmap):
+        return Rows(X, np.arange(len(X)))
+    return torch.as_tensor(np.asarray(X), dtype=dtype)
+
+
+def _batch(A: torch.Tensor | Rows | np.ndarray, key: torch.Tensor | slice, dtype: torch.dtype,
+           device: torch.device) -> torch.Tensor:
+    """Rows ``key`` (index tensor, any order, or a slice) of samples or gradients ``A`` on ``device``.
+
+    A tensor is indexed directly. An index view or memory map is read in ascending row order,
+    returned in the order asked as ``dtype`` (the values a tensor of all of ``A`` would give), and
+    the memory map's pages are handed back to the kernel, so only the batch stays resident."""
+    if isinstance(A, torch.Tensor):
+        return A[key].to(device)
+    if isinstance(key, torch.Tensor):
+        key = key.cpu().numpy()
+    if isinstance(A, np.memmap):
+        block = gather(A, key) if not isinstance(key, slice) else np.array(A[key])
+        release_pages(A)
+    else:
+        block = np.asarray(A[key])
+    return torch.as_tensor(block, dtype=dtype).to(device)
+
+
+def _chunk_rows(X, multiple: int = 1) -> int:
+    """Rows per chunk of at most about :data:`DATA_CHUNK_BYTES` at 8 bytes a value (a multiple of
+    ``multiple``)."""
+    row_bytes = max(1, math.prod(X.shape[1:]) * 8)
+    return multiple * max(1, DATA_CHUNK_BYTES // (row_bytes * multiple))
+
+
+def _data_digest(*arrays: torch.Tensor | Rows, dtype: torch.dtype | None = None) -> str:
+    """sha256 of each array's dtype, shape and bytes. Tensors are hashed as they are; an index
+    view is read chunk by chunk as ``dtype`` and gives the digest of the tensor it stands for
+    (the chunks hash into the same sha256 one after the other)."""
     digest = hashlib.sha256()
     for arr in arrays:
-        a = np.ascontiguousarray(arr.detach().cpu().numpy())
-        digest.update(str((a.dtype.str, a.shape)).encode())
-        digest.update(memoryview(a).cast("B"))
+        if isinstance(arr, torch.Tensor):
+            a = np.ascontiguousarray(arr.detach().cpu().numpy())
+            header, blocks = (a.dtype.str, a.shape), [a]
+        else:
+            chunk = _chunk_rows(arr)
+            header = (torch.empty(0, dtype=dtype).numpy().dtype.str, tuple(int(d) for d in arr.shape))
+            blocks = (_batch(arr, slice(i, i + chunk), dtype, torch.device("cpu")).numpy()
+                      for i in range(0, len(arr), chunk))
+        digest.update(str(header).encode())
+        for block in blocks:
+            digest.update(memoryview(np.ascontiguousarray(block)).cast("B"))
     return digest.hexdigest()
+
+
+def _input_gradients(model: nn.Module, X: torch.Tensor | Rows, cfg: DistillConfig,
+                     dtype: torch.dtype) -> torch.Tensor | np.memmap:
+    """Input gradients of ``model`` for ``X`` (:func:`awd.trim.input_gradients`, batch by batch).
+
+    A tensor X whose gradients fit :data:`GRADIENT_MEMORY_BYTES` gets them as one tensor (as
+    before). Otherwise X is taken in chunks of whole batches (the same batches, so the same
+    values) and the gradients, of ``dtype`` for an index view, go into a tensor or, when larger
+    than :data:`GRADIENT_MEMORY_BYTES`, into a scratch memory map on a temporary file (unlinked
+    at once; its pages are handed back to the kernel after every chunk)."""
+    kw = dict(method=cfg.attribution, ig_steps=cfg.ig_steps)
+    dtype = X.dtype if isinstance(X, torch.Tensor) else dtype
+    shape = tuple(int(d) for d in X.shape)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    large = math.prod(shape) * itemsize > GRADIENT_MEMORY_BYTES
+    if isinstance(X, torch.Tensor) and not large:
+        return input_gradients(model, X, cfg.target, cfg.batch_size, **kw)
+    if large:
+        with tempfile.TemporaryFile(prefix="awd-gradients-") as fh:  # the map keeps the file until it is freed
+            out = np.memmap(fh, dtype=torch.empty(0, dtype=dtype).numpy().dtype, mode="w+", shape=shape)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    chunk = _chunk_rows(X, cfg.batch_size)
+    for i in range(0, len(X), chunk):
+        g = input_gradients(model, _batch(X, slice(i, i + chunk), dtype, torch.device("cpu")), cfg.target,
+                            cfg.batch_size, **kw)
+        out[i:i + len(g)] = g.numpy() if large else g
+        release_pages(out)
+    return out
 
 
 def _weighted_terms(terms: dict[str, torch.Tensor], weight: float, acc: dict[str, float]) -> None:
@@ -344,24 +433,24 @@ def evaluate_terms(teacher: nn.Module, dwt: nn.Module, X: torch.Tensor, lam: flo
     """Every loss term (and the weighted "objective") of ``dwt`` on ``X``, batch by batch.
 
     The data terms are averaged over the samples exactly as one batch of all of ``X`` would
-    give them. ``grads``: input gradients of ``teacher`` for ``X`` (computed when None); the
+    give them. ``X``: a tensor or an index view (:class:`awd.domain.Rows`). ``grads``: input
+    gradients of ``teacher`` for ``X`` (a tensor or memory map; computed when None); the
     attribution values from them are exact for any teacher.
     """
-    device = dwt.h.device
+    device, dtype = dwt.h.device, dwt.h.dtype
     if grads is None:
-        grads = input_gradients(teacher, X, cfg.target, cfg.batch_size, method=cfg.attribution,
-                                ig_steps=cfg.ig_steps)
+        grads = _input_gradients(teacher, X, cfg, dtype)
     acc: dict[str, float] = {}
     n = len(X)
     with torch.no_grad():
         h_terms = filter_losses(dwt.h)
     for i in range(0, n, cfg.batch_size):
-        xb = X[i:i + cfg.batch_size].to(device)
+        xb = _batch(X, slice(i, i + cfg.batch_size), dtype, device)
         with torch.no_grad():
             coeffs = dwt(xb)
             x_rec = reconstruct(dwt, coeffs, xb.shape)
-        attr = attributions_from_gradients(dwt, xb, grads[i:i + cfg.batch_size].to(device), cfg.attribution,
-                                           coeffs=coeffs, create_graph=False)
+        attr = attributions_from_gradients(dwt, xb, _batch(grads, slice(i, i + cfg.batch_size), dtype, device),
+                                           cfg.attribution, coeffs=coeffs, create_graph=False)
         batch = {"reconstruction": reconstruction_loss(xb, x_rec, cfg.normalization),
                  "sparsity": coefficient_l1(coeffs, cfg.normalization),
                  "interpretation": coefficient_l1(attr, cfg.normalization)}
@@ -415,10 +504,11 @@ class _Checkpoint:
 
 
 def _fingerprint(cfg: DistillConfig, lam: float, gammas: Sequence[float], init_h: np.ndarray,
-                 X_train: torch.Tensor, X_val: torch.Tensor) -> str:
+                 X_train: torch.Tensor | Rows, X_val: torch.Tensor | Rows) -> str:
     semantic = {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "lambdas", "gammas", "seeds", "engine")}
     return json.dumps({"config": semantic, "lam": lam, "gammas": list(gammas), "init": init_h.tolist(),
-                       "data": _data_digest(X_train, X_val)}, sort_keys=True)
+                       "data": _data_digest(X_train, X_val, dtype=DTYPES[cfg.dtype])},
+                      sort_keys=True)
 
 
 def _done_record(res: DistillResult) -> dict:
@@ -433,7 +523,10 @@ def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequ
     """Distill ``teacher`` for one ``lam`` along ``gammas`` (run in increasing order, warm
     started); return one :class:`DistillResult` per gamma, in increasing gamma.
 
-    ``X_train``/``X_val``: arrays (n, L) or (n, H, W) as the teacher takes them. ``init``: a
+    ``X_train``/``X_val``: arrays (n, L) or (n, H, W) as the teacher takes them. Index views
+    (:class:`awd.domain.Rows`) and memory maps are read batch by batch, never copied whole, and
+    input gradients above :data:`GRADIENT_MEMORY_BYTES` go to a scratch memory map, so memory
+    stays bounded for splits of any size (the filters are those of the same data in memory). ``init``: a
     pywt wavelet name or a low-pass filter (default ``config.wave``). ``checkpoint``: a file
     written atomically after every epoch; a rerun resumes from it bit-identically.
     ``callback(info)`` is called after every epoch (and after the checkpoint is written) with
@@ -446,8 +539,8 @@ def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequ
     if not gammas or any(not math.isfinite(g) or g < 0 for g in gammas) or len(set(gammas)) != len(gammas):
         raise InputError(None, f"distill: gammas must be distinct finite numbers >= 0, got {gammas}")
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
-    X_tr = torch.as_tensor(np.asarray(_subsample(X_train, cfg.max_train, cfg.seed)), dtype=dtype)
-    X_va = torch.as_tensor(np.asarray(X_val), dtype=dtype)
+    X_tr = _as_data(_subsample(X_train, cfg.max_train, cfg.seed), dtype)
+    X_va = _as_data(X_val, dtype)
     ndim = _ndim_of(X_tr)
     if len(X_tr) == 0 or len(X_va) == 0 or X_va.shape[1:] != X_tr.shape[1:]:
         raise InputError(None, f"distill: need non-empty X_train and X_val of equal sample shape, got "
@@ -463,10 +556,9 @@ def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequ
     done = ckpt.done
     grads_val = grads_train = None
     if len(done) < len(gammas):  # input gradients, once per path (validation: exact values for any teacher)
-        grad_kw = dict(method=cfg.attribution, ig_steps=cfg.ig_steps)
-        grads_val = input_gradients(model, X_va, cfg.target, cfg.batch_size, **grad_kw)
+        grads_val = _input_gradients(model, X_va, cfg, dtype)
         if fast and any(g > 0 for g in gammas[len(done):]):
-            grads_train = input_gradients(model, X_tr, cfg.target, cfg.batch_size, **grad_kw)
+            grads_train = _input_gradients(model, X_tr, cfg, dtype)
     results: list[DistillResult] = []
     h_start = h_init
     for point, gamma in enumerate(gammas):
@@ -551,9 +643,9 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
             loss_value = 0.0
             for k, piece in enumerate(pieces):  # gradients of the pieces add up to the batch's
                 sub = idx[piece]
-                xb = X[sub].to(device)
-                terms = _data_terms(model, dwt, xb, None if grads is None else grads[sub].to(device), gamma, cfg,
-                                    fast)
+                xb = _batch(X, sub, dwt.h.dtype, device)
+                terms = _data_terms(model, dwt, xb, None if grads is None else _batch(grads, sub, dwt.h.dtype, device),
+                                    gamma, cfg, fast)
                 if len(pieces) > 1:
                     weight = len(sub) / len(idx)
                     terms = {key: weight * value for key, value in terms.items()}
