@@ -37,6 +37,9 @@ from awd.transform import iter_coeffs
 log = logging.getLogger(__name__)
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
+#: Take ``S_h^T`` as the analysis where that is exact (see :func:`synthesis_adjoint`); False
+#: always back-propagates through the synthesis (the slower route, kept for comparison).
+ANALYSIS_ADJOINT = True
 
 # Leaf modules whose output is a piecewise-linear function of their input (per sample).
 _PIECEWISE_LINEAR = (
@@ -190,7 +193,7 @@ def synthesis_adjoint(dwt: nn.Module, coeffs: Sequence, grad: torch.Tensor,
     "periodization" at even sizes) it is computed as ``dwt(grad)``: the same values to float
     rounding at about half the cost of the double backward.
     """
-    if _analysis_is_adjoint(dwt, grad.shape):  # one analysis instead of a backward through the synthesis
+    if ANALYSIS_ADJOINT and _analysis_is_adjoint(dwt, grad.shape):  # an analysis, not a double backward
         with torch.set_grad_enabled(create_graph):
             adj = dwt(grad)
         if [t.shape for t in _flatten(adj)] == [t.shape for t in _flatten(coeffs)]:

@@ -46,6 +46,8 @@ CASES = {
     "2d": dict(ndim=2, shape=(64, 256, 256), J=3),
 }
 TARGETS = {"fi": {"pywt": 1.0, "ptwt": 3.0}, "fib": {"ptwt": 3.0}}
+#: Case-specific targets on top of TARGETS (issue 11: the 2D transform feeds the cosmology distillation).
+CASE_TARGETS = {("2d", "fi"): {"pywt": 2.0}}
 
 
 def _loss(x: torch.Tensor, rec: torch.Tensor, coeffs) -> torch.Tensor:
@@ -132,7 +134,7 @@ def table(results: dict, mode: str, wave: str) -> tuple[list[str], list[str]]:
                  if (task, impl) in res["times"]}
             ratio = {impl: statistics.median(t[impl]) / statistics.median(t["awd"])
                      for impl in t if impl != "awd"}
-            goal = TARGETS[task]
+            goal = {**TARGETS[task], **CASE_TARGETS.get((name, task), {})}
             met = all(ratio[k] >= v for k, v in goal.items())
             misses += [f"- target not met: {setup}, {label}, {task}: awd is {ratio[k]:.2f}× {k} "
                        f"(target ≥ {v:g}×)" for k, v in goal.items() if ratio[k] < v]

@@ -188,11 +188,14 @@ def test_synthesis_adjoint_is_the_transpose_of_the_inverse():
     (DWT1d, (3, 45), 2, "periodization", False), (DWT1d, (3, 45), 2, "reflect", False),
     (DWT2d, (2, 19, 22), 2, "zero", True), (DWT2d, (2, 32, 24), 2, "periodization", True),
     (DWT2d, (2, 32, 22), 2, "periodization", False)])
-def test_synthesis_adjoint_values_and_filter_gradient_match_the_inverse(cls, shape, J, mode, shortcut):
+@pytest.mark.parametrize("use_analysis", [True, False])
+def test_synthesis_adjoint_values_and_filter_gradient_match_the_inverse(cls, shape, J, mode, shortcut, use_analysis,
+                                                                        monkeypatch):
     """<c, S_h^T v> = <S_h c, v> as functions of h: equal values and equal h-gradients, whether
     the adjoint is taken as the analysis (zero; periodization at even sizes) or by autograd."""
     from awd.trim import _analysis_is_adjoint
 
+    monkeypatch.setattr("awd.trim.ANALYSIS_ADJOINT", use_analysis)
     dwt = cls(_perturbed("db3", 0.05), J=J, mode=mode, dtype=F64)
     assert _analysis_is_adjoint(dwt, torch.Size(shape)) is shortcut
     gen = torch.Generator().manual_seed(9)
