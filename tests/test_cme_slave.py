@@ -44,8 +44,12 @@ def test_per_frame_background_test_holds_its_nominal_rate(aux_free):
     assert hval[first.to_numpy()].mean() == pytest.approx(ALPHA, abs=0.015)
     assert hval[last.to_numpy()].mean() == pytest.approx(ALPHA, abs=0.015)
     # cmeAnalysis' level (95th pct of prefilter amplitudes in the cell background, 16 frames)
-    # is far below the fitted amplitudes' 95th percentile: at that level the same test
-    # fires on several times the nominal rate
+    # is below the fitted amplitudes' 95th percentile, since the fit kept is the larger of a
+    # fixed-position fit (the prefilter's) and a free one. With the free fit confined to 1
+    # sigma_clathrin (detection.slave_max_shift) the gap is small: 219 vs 233 ADU (ratio 0.94;
+    # 0.93 on seed 8), and at that level the same test fires on 6.2 % of these frames (6.4 %)
+    # instead of 5 %. With cmeAnalysis' 3 sigma_clathrin, whose free fit lands on noise peaks,
+    # the ratio was 0.61 and the rate 20 %.
     w = math.ceil(4 * 1.1)
     yy, xx = np.mgrid[-w:w + 1, -w:w + 1]
     bg = []
@@ -53,10 +57,10 @@ def test_per_frame_background_test_holds_its_nominal_rate(aux_free):
         free = cell.mask & ~ndimage.binary_dilation(masks[f], structure=xx ** 2 + yy ** 2 <= w ** 2)
         bg.append(prefilter(cell.movie.data[f, 1].astype(float), 1.1).A[free])
     bg95_prefilter = np.percentile(np.concatenate(bg), 95)
-    assert bg95_prefilter < 0.75 * tracks.attrs["bg95_auxilin"]
+    assert 0.85 * tracks.attrs["bg95_auxilin"] < bg95_prefilter < 0.99 * tracks.attrs["bg95_auxilin"]
     npx = np.round((core["sigma_r_auxilin"] / core["SE_sigma_r_auxilin"]) ** 2 / 2 + 1)
     old = _vs_background(core["A_auxilin"], core["A_pstd_auxilin"], npx, bg95_prefilter, ALPHA)
-    assert old.mean() > 3 * ALPHA
+    assert 1.1 * ALPHA < old.mean() < 1.5 * ALPHA  # binomial sd 0.0018
 
 
 def test_track_flags_hold_their_nominal_rate(aux_free):
@@ -72,12 +76,28 @@ def test_track_flags_hold_their_nominal_rate(aux_free):
     rate = tracks["significantSlave_auxilin"].mean()
     assert rate <= ALPHA and abs(rate - expected) < 4 * sd + 0.01
     # significantMaster: significant auxilin fits (p < 0.05) beyond the chance rate measured at
-    # background positions with the same fit
-    assert 0.01 < tracks.attrs["p_detection_auxilin"] < 0.08
+    # background positions with the same fit. That rate is the chance rate of the track frames
+    # (not gaps) of this auxilin-free movie, within binomial error: 0.0056 of 4,096 background
+    # fits, 0.0041 of 16,038 track frames (seed 8: 0.0034, 0.0040). It is small because
+    # cmeAnalysis' amplitude test asks A > 1.96 sigma_r, about 4 A_pstd: on Gaussian noise a
+    # fixed-position fit never passed it in 6,480 tries, the free fit within 1 sigma_clathrin
+    # on 0.08 %; EMCCD noise and neighbouring pits raise that to ~0.5 %. (With cmeAnalysis' 3
+    # sigma_clathrin the free fit's wider search for the largest amplitude gave 0.025.)
+    p_det, n_bg = tracks.attrs["p_detection_auxilin"], tracks.attrs["n_background_fits_auxilin"]
+    detected = core[~core["gap"].astype(bool)]
+    p_track = (detected["pval_Ar_auxilin"] < ALPHA).mean()
+    assert n_bg >= 3000 and len(detected) >= 15000
+    assert abs(p_det - p_track) < 3 * math.sqrt(p_track * (1 - p_track) * (1 / n_bg + 1 / len(detected)))
+    assert 0.001 < p_det < 0.015
+    # the track test then fires on the binomial expectation, well below 5 % as the quantile is
+    # discrete at such small rates (measured 0.010 and 0.019 on seeds 7 and 8)
+    expected_master = np.mean(stats.binom.sf(stats.binom.ppf(0.95, L, p_det), L, p_det))
+    sd_master = math.sqrt(expected_master * (1 - expected_master) / len(tracks))
     assert tracks["significantMaster_auxilin"].mean() <= ALPHA
+    assert abs(tracks["significantMaster_auxilin"].mean() - expected_master) < 4 * sd_master + 0.01
     # the auxilin label (two consecutive significant frames, or a maximum above 2.9 noise sd)
-    # fires on few tracks of a movie without auxilin (0.045-0.051 on two seeds)
-    assert tracks["aux_positive"].mean() <= 0.06
+    # fires on few tracks of a movie without auxilin (0.010 and 0.009 of ~600 on seeds 7 and 8)
+    assert tracks["aux_positive"].mean() <= 0.03
 
 
 def test_labels_and_slave_flags_do_not_depend_on_the_camera_gain():

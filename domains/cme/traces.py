@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 AUX_THRESH_SD = 2.9
 
 #: ``aux_colocalisation_px`` default: the auxilin fit must lie within 1.5 px of the clathrin
-#: position for a frame to count. The slave fit may move up to 3 sigma_master (cmeAnalysis) and
-#: then lands on noise peaks or on a neighbour's burst 2-3 px away; true auxilin at the pit
+#: position for a frame to count. A slave fit allowed to move 3 sigma_master (cmeAnalysis; see
+#: ``detection.slave_max_shift``, default 1 sigma, about 1.2-1.5 px, where this rarely applies)
+#: lands on noise peaks or on a neighbour's burst 2-3 px away; true auxilin at the pit
 #: sits within the channel registration offset (<= 0.3 px) plus the localisation error of a
 #: dim burst (about 0.5 px per axis at SNR ~3, 95 % radius ~1.2 px) of it. On simulated cells
 #: at the real pit density (issue 13), 66-100 % of the significant auxilin frames of aux- tracks

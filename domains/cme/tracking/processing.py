@@ -209,11 +209,13 @@ def _refit(tracks: list[_Track], data: np.ndarray, masks: np.ndarray, sigmas, al
 
 def _refit_slave(tracks: list[_Track], rows: list[np.ndarray], initial: tuple[np.ndarray, np.ndarray],
                  data: np.ndarray, sigmas, alpha: float, *,
-                 positions: dict, starts: dict, alpha_fit: float, neighbours: bool) -> None:
+                 positions: dict, starts: dict, alpha_fit: float, neighbours: bool,
+                 max_shift: float = 3.0) -> None:
     """The slave channels of the gap and buffer ``rows`` of each track, fitted as detection fits
     them (:func:`fit_slave`, cmeAnalysis ``runDetection``): at the master position, a free fit
-    kept where it moved < 3 sigma_master and gave a larger amplitude, with the frame's clathrin
-    detections ``positions[f]`` = (x, y) within reach as neighbours when ``neighbours``.
+    kept where it moved < ``max_shift`` sigma_master (detection ``slave_max_shift``) and gave a
+    larger amplitude, with the frame's clathrin detections ``positions[f]`` = (x, y) within
+    reach as neighbours when ``neighbours``.
 
     The master position of a row is its re-fitted clathrin position where that fit is
     significant (p < ``alpha``; a vesicle that moves after scission is followed into the end
@@ -263,7 +265,7 @@ def _refit_slave(tracks: list[_Track], rows: list[np.ndarray], initial: tuple[np
                 near = cKDTree(np.column_stack([x, y])).query(np.column_stack([dx, dy]))[0] <= reach
                 x, y = np.concatenate([x, dx[near]]), np.concatenate([y, dy[near]])
         for ch in range(1, data.shape[1]):
-            fit = fit_slave(data[f, ch], x, y, s_a, s_m, alpha_fit, neighbours=neighbours)
+            fit = fit_slave(data[f, ch], x, y, s_a, s_m, alpha_fit, neighbours=neighbours, max_shift=max_shift)
             for name, col in _DET_COLUMNS[1].items():
                 vals = fit[col][:sel.size]
                 out[name if name != "isPSF" else "hval_AD"][ch, sel] = 1.0 - vals if name == "isPSF" else vals
@@ -575,7 +577,7 @@ def _background_positions(rng: np.random.Generator, allowed: np.ndarray, spacing
 
 
 def _slave_background(data, masks, cell_mask, sigmas, positions: dict, alpha_fit: float, alpha: float,
-                      neighbours: bool, pcfg: ProcessingConfig) -> SlaveBackground:
+                      neighbours: bool, pcfg: ProcessingConfig, max_shift: float = 3.0) -> SlaveBackground:
     """The auxilin null distribution of one movie, measured with the estimator it is compared with.
 
     cmeAnalysis takes bg95 from the prefilter amplitudes of the cell background, whose spread
@@ -583,7 +585,7 @@ def _slave_background(data, masks, cell_mask, sigmas, positions: dict, alpha_fit
     free fit where that gives a larger amplitude): on auxilin-free simulated frames its
     per-frame test fired on ~21 % instead of 5 %. Here the detection's own slave fit
     (:func:`fit_slave`, with the frame's clathrin detections ``positions[f]`` = (x, y) in the
-    model when ``neighbours``, as :func:`detect_frame` fits them) runs at about
+    model when ``neighbours``, and detection's ``max_shift``, as :func:`detect_frame` fits them) runs at about
     ``pcfg.background_positions`` seeded random sub-pixel positions (:func:`_background_positions`)
     in each of ``pcfg.background_frames`` evenly spaced frames, inside the cell mask, with the
     window inside the image, and away from the clathrin pits: outside the detection masks
@@ -624,7 +626,7 @@ def _slave_background(data, masks, cell_mask, sigmas, positions: dict, alpha_fit
             if neighbours and px.size:  # the detections that can enter these positions' windows
                 near = cKDTree(np.column_stack([x, y])).query(np.column_stack([px, py]))[0] <= reach
                 x, y = np.concatenate([x, px[near]]), np.concatenate([y, py[near]])
-            fit = fit_slave(data[f, 1], x, y, s_a, s_m, alpha_fit, neighbours=neighbours)
+            fit = fit_slave(data[f, 1], x, y, s_a, s_m, alpha_fit, neighbours=neighbours, max_shift=max_shift)
             fits.append({k: v[:n] for k, v in fit.items()})
         fit = {k: np.concatenate([b[k] for b in fits]) for k in fits[0]} if fits else {}
         if not fit:
@@ -721,7 +723,7 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
         first = np.where(detections["track_id"].to_numpy() >= 0, first, detections["frame"].to_numpy())
         starts = {int(f): first[idx] for f, idx in detections.groupby("frame", sort=False).indices.items()}
         slave = {"positions": positions, "starts": starts, "alpha_fit": dcfg.alpha_aux,
-                 "neighbours": dcfg.aux_neighbours}
+                 "neighbours": dcfg.aux_neighbours, "max_shift": dcfg.slave_max_shift}
     _refit(tracks, data, masks, sigmas, pcfg.alpha, slave)
     _categories(tracks, interval, T, pcfg)
     if pcfg.postprocess:
@@ -732,7 +734,7 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
     bg = None
     if n_ch > 1:
         bg = _slave_background(data, masks, cell_mask, sigmas, positions, dcfg.alpha_aux, pcfg.alpha,
-                               dcfg.aux_neighbours, pcfg)
+                               dcfg.aux_neighbours, pcfg, dcfg.slave_max_shift)
     condition = str(getattr(movie, "condition", ""))
     frames_df, sig_master, sig_slave = _frame_table(tracks, n_ch, interval, pixel_um, bg, pcfg.alpha)
     track_rows = []
