@@ -223,8 +223,8 @@ def run_distill(domain: str, cfg: dict, dataset_path: str | Path, teacher_path: 
     dcfg = DistillConfig.from_dict({**settings, "target": target_index(dom, cfg, ds),
                                     "device": str(resolve_device(device))})
     check_wavelet_fits(ds.X.shape[1:], dcfg.wave, dcfg.J)
-    # index views of X (awd.domain.Rows): the distiller reads its max_train subset and the val
-    # split from them, so the train split is never copied whole unless all of it is used
+    # index views of X (awd.domain.Rows): the distiller reads its batches of the train split (or
+    # of its max_train subset) and of the val split from them, so no split is ever copied whole
     train, val = ds.view("train"), ds.view("val")
     results = distill_job(teacher, train, val, config=dcfg, job=index,
                           init=dom.distill_init(cfg), checkpoint=checkpoint)
