@@ -69,10 +69,10 @@ class DistillConfig:
     ``progress``: tqdm bars; None shows them only on a terminal. ``seeds``: the
     distillation seeds of the protocol (every seed runs the whole grid; empty: ``seed`` alone).
     ``micro_batch``: most samples per forward/backward pass of a training step; a larger batch
-    is taken in pieces whose gradients are summed (the same step to float rounding). None:
-    pieces of at most :data:`MICRO_BATCH_VALUES` input values (32 maps of 256^2), where the
-    transform's buffers stay cache-sized (about 1.2x faster per map than batches of 100 at
-    256^2; batches below that size run whole, as before).
+    is taken in equal pieces whose gradients are summed (the same step to float rounding),
+    side by side on the torch threads (:func:`_run_pieces`). None: pieces of at most
+    :data:`MICRO_BATCH_VALUES` input values (32 maps of 256^2, so batches of 100 run as 4 x 25),
+    where the transform's buffers stay cache-sized; smaller batches run whole, as before.
     ``engine``: "plain" runs each (lambda, seed) path on its own (:func:`distill_path`);
     "batched" runs all lambdas of a seed in one exact batched computation
     (:mod:`awd.batched`, short 1D signals only; same filters to float rounding).
@@ -589,9 +589,30 @@ def distill_path(teacher: nn.Module, X_train, X_val, *, lam: float, gammas: Sequ
 
 
 def _pieces(n: int, sample_shape: Sequence[int], micro_batch: int | None) -> list[slice]:
-    """The pieces of a batch of ``n`` samples that one forward/backward pass takes."""
+    """The pieces of a batch of ``n`` samples that one forward/backward pass takes: as few as
+    the size limit allows, of equal sizes (within one sample)."""
     size = micro_batch or max(1, MICRO_BATCH_VALUES // max(1, math.prod(sample_shape)))
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    count = -(-n // size)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _run_pieces(work: Callable[[int], Any], count: int) -> list:
+    """``[work(0), ..., work(count - 1)]``. With several pieces and several torch threads the
+    pieces run side by side, one per thread, each on one intra-op thread (a piece's numbers do
+    not depend on how they are scheduled: the same as running them one by one on one thread);
+    the transform's GEMMs are too skinny to use two threads well (``distill_throughput.md``)."""
+    threads = torch.get_num_threads()
+    if count < 2 or threads < 2:
+        return [work(k) for k in range(count)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
+            return list(pool.map(work, range(count)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _data_terms(model: nn.Module, dwt: nn.Module, xb: torch.Tensor, grads: torch.Tensor | None, gamma: float,
@@ -639,22 +660,32 @@ def _train_point(model: nn.Module, dwt: nn.Module, X: torch.Tensor, grads: torch
             at = f"{where}, epoch {epoch + 1}, step {step + 1} (global step {epoch * steps_per_epoch + step + 1})"
             opt.zero_grad(set_to_none=True)
             pieces = _pieces(len(idx), X.shape[1:], cfg.micro_batch)
-            step_terms: dict[str, float] = {}
-            loss_value = 0.0
-            for k, piece in enumerate(pieces):  # gradients of the pieces add up to the batch's
-                sub = idx[piece]
+
+            def piece(k: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                """The h-gradient, loss and terms of piece k (data terms weighted by its share)."""
+                sub = idx[pieces[k]]
                 xb = _batch(X, sub, dwt.h.dtype, device)
-                terms = _data_terms(model, dwt, xb, None if grads is None else _batch(grads, sub, dwt.h.dtype, device),
-                                    gamma, cfg, fast)
+                gb = None if grads is None else _batch(grads, sub, dwt.h.dtype, device)
+                terms = _data_terms(model, dwt, xb, gb, gamma, cfg, fast)
                 if len(pieces) > 1:
-                    weight = len(sub) / len(idx)
-                    terms = {key: weight * value for key, value in terms.items()}
+                    terms = {key: len(sub) / len(idx) * value for key, value in terms.items()}
                 terms.update(filter_losses(dwt.h) if k == 0 else dict.fromkeys(FILTER_TERMS, 0.0))
                 loss = total_loss(terms, lam, gamma)
                 if not torch.isfinite(loss):
+                    return None, loss, terms
+                (g,) = torch.autograd.grad(loss, dwt.h)
+                return g, loss, terms
+
+            step_terms: dict[str, float] = {}
+            loss_value = 0.0
+            for g, loss, terms in _run_pieces(piece, len(pieces)):  # in piece order
+                if g is None:
                     detail = ", ".join(f"{key}={v:.4g}" for key, v in as_floats(terms).items())
                     raise TrainingDiverged(f"distill {at}: loss is {float(loss.detach())} ({detail})")
-                loss.backward()
+                if dwt.h.grad is None:  # the gradients of the pieces add up to the batch's
+                    dwt.h.grad = g
+                else:
+                    dwt.h.grad += g
                 loss_value += float(loss.detach())
                 for key, value in as_floats(terms).items():
                     step_terms[key] = step_terms.get(key, 0.0) + value

@@ -8,7 +8,8 @@ interleaved round by round at every thread count:
 * before: the attributions as a double backward through the synthesis
   (``awd.trim.ANALYSIS_ADJOINT = False``), batches of 100 taken whole (``micro_batch: 100``);
 * after: the attributions as the analysis of the input gradient (exact in zero mode) and
-  batches taken in pieces of 32 maps (``micro_batch: null``).
+  batches taken in pieces of at most 32 maps (``micro_batch: null``: 4 x 25), which run side by
+  side, one per torch thread.
 
 Both train the same filter (checked: largest |h difference| reported). The teacher is a
 small ReLU CNN: on the fast path its cost is only in the input-gradient pass, so any
@@ -115,7 +116,8 @@ def main() -> None:
              f"{args.maps} maps of 256x256 (float32), db5, J=4, zero mode, batch 100, fast TRIM path, gamma > 0; "
              f"maps/s of epochs 2..{args.epochs} of each run ({args.rounds} rounds, implementations interleaved). "
              "Before: attributions by a double backward through the synthesis, batches whole. After: attributions "
-             "as the analysis of the input gradient (exact in zero mode), batches in pieces of 32 maps. "
+             "as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of 25 maps, side by side on "
+             "the torch threads. "
              "Written by `benchmarks/bench_distill_throughput.py`.", "",
              "| torch threads | before: maps/s median (best) | after: maps/s median (best) | after / before | "
              f"goal {GOAL:.0f} maps/s on 2 cores |", "|---|---|---|---|---|"]

@@ -222,14 +222,32 @@ def test_micro_batches_give_the_whole_batch_step(fast_path):
             assert a.losses["interpretation"] == pytest.approx(b.losses["interpretation"], rel=1e-12)
 
 
+def test_pieces_on_two_threads_give_the_one_thread_bytes():
+    """With several torch threads the pieces of a step run side by side (one intra-op thread
+    each): the filters are byte for byte those of the same pieces run one by one on one thread."""
+    X_tr, X_va = _data(n_train=50)
+    teacher = _relu_teacher()
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(distill_path(teacher, X_tr, X_va, lam=0.02, gammas=[0.0, 0.05],
+                                     config=_cfg(micro_batch=5, dtype="float32", fast_path="always")))
+    finally:
+        torch.set_num_threads(threads)
+    assert _h_bytes(runs[0]) == _h_bytes(runs[1])
+    assert [r.train_loss for r in runs[0]] == [r.train_loss for r in runs[1]]
+
+
 def test_automatic_micro_batches_split_only_large_maps():
     from awd.distill import MICRO_BATCH_VALUES, _pieces
 
     assert MICRO_BATCH_VALUES == 32 * 256 * 256
-    assert [(p.start, p.stop) for p in _pieces(100, (256, 256), None)] == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert [(p.start, p.stop) for p in _pieces(100, (256, 256), None)] == [(0, 25), (25, 50), (50, 75), (75, 100)]
     assert _pieces(100, (128, 128), None) == [slice(0, 100)]  # the default maps run whole
     assert _pieces(100, (40,), None) == [slice(0, 100)]
-    assert [(p.start, p.stop) for p in _pieces(10, (40,), 4)] == [(0, 4), (4, 8), (8, 10)]
+    assert [(p.start, p.stop) for p in _pieces(10, (40,), 4)] == [(0, 3), (3, 7), (7, 10)]
 
 
 # ---------------------------------------------------------------------------------- checkpoints
