@@ -351,19 +351,23 @@ def _batch(A: torch.Tensor | Rows | np.ndarray, key: torch.Tensor | slice, dtype
            device: torch.device) -> torch.Tensor:
     """Rows ``key`` (index tensor, any order, or a slice) of samples or gradients ``A`` on ``device``.
 
-    A tensor is indexed directly. An index view or memory map is read in ascending row order,
-    returned in the order asked as ``dtype`` (the values a tensor of all of ``A`` would give), and
-    the memory map's pages are handed back to the kernel, so only the batch stays resident."""
+    A tensor is indexed directly. An index view or memory map is read by :func:`awd.domain.gather`
+    (ascending row order, returned in the order asked as ``dtype``: the values a tensor of all of
+    ``A`` would give; the memory map's pages handed back to the kernel), so only the batch stays
+    resident."""
     if isinstance(A, torch.Tensor):
         return A[key].to(device)
     if isinstance(key, torch.Tensor):
         key = key.cpu().numpy()
     if isinstance(A, np.memmap):
-        block = gather(A, key) if not isinstance(key, slice) else np.array(A[key])
-        release_pages(A)
+        block = gather(A, np.arange(len(A))[key] if isinstance(key, slice) else key)
     else:
         block = np.asarray(A[key])
     return torch.as_tensor(block, dtype=dtype).to(device)
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def _chunk_rows(X, multiple: int = 1) -> int:
@@ -384,7 +388,7 @@ def _data_digest(*arrays: torch.Tensor | Rows, dtype: torch.dtype | None = None)
             header, blocks = (a.dtype.str, a.shape), [a]
         else:
             chunk = _chunk_rows(arr)
-            header = (torch.empty(0, dtype=dtype).numpy().dtype.str, tuple(int(d) for d in arr.shape))
+            header = (_numpy_dtype(dtype).str, tuple(int(d) for d in arr.shape))
             blocks = (_batch(arr, slice(i, i + chunk), dtype, torch.device("cpu")).numpy()
                       for i in range(0, len(arr), chunk))
         digest.update(str(header).encode())
@@ -411,7 +415,7 @@ def _input_gradients(model: nn.Module, X: torch.Tensor | Rows, cfg: DistillConfi
         return input_gradients(model, X, cfg.target, cfg.batch_size, **kw)
     if large:
         with tempfile.TemporaryFile(prefix="awd-gradients-") as fh:  # the map keeps the file until it is freed
-            out = np.memmap(fh, dtype=torch.empty(0, dtype=dtype).numpy().dtype, mode="w+", shape=shape)
+            out = np.memmap(fh, dtype=_numpy_dtype(dtype), mode="w+", shape=shape)
     else:
         out = torch.empty(shape, dtype=dtype)
     chunk = _chunk_rows(X, cfg.batch_size)

@@ -116,8 +116,8 @@ def main() -> None:
              f"{args.maps} maps of 256x256 (float32), db5, J=4, zero mode, batch 100, fast TRIM path, gamma > 0; "
              f"maps/s of epochs 2..{args.epochs} of each run ({args.rounds} rounds, implementations interleaved). "
              "Before: attributions by a double backward through the synthesis, batches whole. After: attributions "
-             "as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of 25 maps, side by side on "
-             "the torch threads. "
+             "as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of 25 maps, side by side "
+             "on the torch threads. "
              "Written by `benchmarks/bench_distill_throughput.py`.", "",
              "| torch threads | before: maps/s median (best) | after: maps/s median (best) | after / before | "
              f"goal {GOAL:.0f} maps/s on 2 cores |", "|---|---|---|---|---|"]
