@@ -229,3 +229,21 @@ def test_utrack_config_validation(bad):
 def test_link_rejects_non_finite_positions():
     with pytest.raises(InputError, match="non-finite"):
         link(pd.DataFrame({"frame": [0, 1], "x": [1.0, np.nan], "y": [1.0, 1.0]}), {"tracking": {"linker": "utrack"}})
+
+
+def test_oracle_link_takes_the_true_track_of_each_matched_detection():
+    """Hand case: true tracks 7 and 3 over frames 0-2 (3 missed in frame 1), a false detection
+    3 px from any pit and one 2.5 px off its pit (beyond max_dist): matched rows share their true
+    track, the others are tracks of their own, ids numbered by first appearance."""
+    truth = pd.DataFrame({"frame": [0, 1, 2, 0, 1, 2], "x": [10.0, 10.2, 10.1, 30.0, 30.0, 30.1],
+                          "y": [10.0, 10.0, 10.3, 30.0, 30.2, 30.0], "track_id": [7, 7, 7, 3, 3, 3],
+                          "A_clathrin": [900.0, 950, 800, 1200, 1100, 1000]})
+    det = pd.DataFrame({"frame": [2, 0, 0, 1, 2, 0, 1],
+                        "x": [30.4, 30.3, 9.8, 10.0, 10.1, 40.0, 32.7],
+                        "y": [30.0, 29.8, 10.1, 10.3, 10.0, 40.0, 30.2]})
+    out = acc.oracle_link(det, truth)
+    # frame order: rows 1 (pit 3), 2 (pit 7), 5 (false) in frame 0; 3 (pit 7), 6 (off) in 1; 0, 4 in 2
+    assert out["track_id"].tolist() == [0, 0, 1, 1, 1, 2, 3]
+    assert out["compound_id"].tolist() == out["track_id"].tolist()
+    assert out[["frame", "x", "y"]].equals(det)  # the input is copied, not changed
+    assert "track_id" not in det
