@@ -439,3 +439,32 @@ def test_process_tracks_single_channel_empty_and_bad_input():
         process_tracks(det, blank, masks, {})  # not linked
     with pytest.raises(InputError):
         process_tracks(link(det, {}), blank, masks[:5], {})
+
+
+def test_aux_end_window_counts_only_the_end_of_the_track():
+    """Three 40-frame tracks plus a 5-frame end buffer: a significant pair at frames 5-6 (a
+    chance spot early in the track), at frames 33-34 (inside the last 10 track frames) and in the
+    end buffer (frames 41-42). Without the window all three are aux+; with aux_end_window 10 the
+    early pair no longer counts (nor its Y_max), the others still do; bad values are refused."""
+    rows = []
+    for tid, pair in enumerate(((5, 6), (33, 34), (41, 42))):
+        frame = np.arange(45)
+        p = np.where(np.isin(frame, pair), 0.001, 0.5)
+        rows.append(pd.DataFrame({"cell": "c", "track_id": tid, "frame": frame,
+                                  "part": np.where(frame < 40, "track", "end_buffer"),
+                                  "A_auxilin": np.where(np.isin(frame, pair), 800.0, 0.0), "pval_Ar_auxilin": p,
+                                  "sigma_r_auxilin": 300.0}))
+    frames = pd.concat(rows, ignore_index=True)
+    tracks = frames[["cell", "track_id"]].drop_duplicates().reset_index(drop=True)
+    whole = add_labels(tracks, frames, {})
+    assert whole["aux_positive"].tolist() == [True, True, True]
+    windowed = add_labels(tracks, frames, {"labels": {"aux_end_window": 10}})
+    assert windowed["aux_positive"].tolist() == [False, True, True]
+    assert windowed["n_sig_aux"].tolist() == [0, 2, 2]
+    assert windowed["Y_max"].tolist() == [0.0, 800.0, 800.0]
+    # a window reaching frame 5 (the last 35 track frames) counts the early pair again
+    assert add_labels(tracks, frames, {"labels": {"aux_end_window": 35}})["aux_positive"].tolist() == [True] * 3
+    assert add_labels(tracks, frames, {"labels": {"aux_end_window": 34}})["aux_positive"].tolist() == [False, True, True]
+    for bad in (0, 2.5, True, "10"):
+        with pytest.raises(InputError, match="aux_end_window"):
+            add_labels(tracks, frames, {"labels": {"aux_end_window": bad}})

@@ -50,8 +50,11 @@ class LabelConfig:
     fades, so tracks often end a few frames early and their burst falls in the end buffer.
     With ``aux_colocalisation_px`` a frame counts only where the auxilin fit lies within that
     distance of the clathrin position (a free slave fit that wandered onto a noise peak or a
-    neighbour's burst does not). ``aux_end_buffer: false, aux_colocalisation_px: null,
-    aux_thresh_adu: 973`` reproduce the reference pipeline exactly.
+    neighbour's burst does not). With ``aux_end_window`` only the last that many track frames
+    (and the end buffer) count: the burst follows scission, at the end of the pit's life, while a
+    long aux- track collects chance auxilin spots (a neighbour's burst, a random punctum) all
+    along it. ``aux_end_buffer: false, aux_colocalisation_px: null, aux_thresh_adu: 973``
+    reproduce the reference pipeline exactly.
     """
 
     alpha: float = 0.05
@@ -59,6 +62,7 @@ class LabelConfig:
     aux_thresh_adu: float | None = None
     aux_end_buffer: bool = True
     aux_colocalisation_px: float | None = AUX_COLOCALISATION_PX
+    aux_end_window: int | None = None
     categories: tuple[int, ...] = (1, 2)
     min_frames: int = 3
     purity: float = 0.95
@@ -86,6 +90,10 @@ class LabelConfig:
         if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool)
                                   and math.isfinite(r) and r > 0):
             raise InputError("config:labels.aux_colocalisation_px", f"must be null or a number of px > 0, got {r!r}")
+        w = cfg.aux_end_window
+        if w is not None and not (isinstance(w, int) and not isinstance(w, bool) and w >= 1):
+            raise InputError("config:labels.aux_end_window",
+                             f"must be null or a whole number of frames >= 1, got {w!r}")
         return cfg
 
 
@@ -162,6 +170,14 @@ def aux_thresholds(frames_df: pd.DataFrame, lcfg: LabelConfig, tracks_df: pd.Dat
     return lcfg.aux_thresh_sd * aux_noise(frames_df, tracks_df)
 
 
+def _near_end(rows: pd.DataFrame, window: int) -> np.ndarray:
+    """Of track-frame rows sorted by cell, track and frame: those within ``window`` frames of
+    their track's last track frame (the last ``window`` track frames) or after it (end buffer)."""
+    in_track = rows["part"].astype(str).eq("track")
+    last = rows["frame"].where(in_track).groupby([rows["cell"], rows["track_id"]], sort=False).transform("max")
+    return ~(rows["frame"] <= last - window).to_numpy()
+
+
 def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
     """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
     auxilin frames of each track in ``frames_df``: its track rows (``part == 'track'``, gaps
@@ -180,6 +196,8 @@ def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
         raise InputError(None, f"track frame table lacks columns {sorted(missing)}")
     parts = ("track", "end_buffer") if lcfg.aux_end_buffer else ("track",)
     rows = frames_df[frames_df["part"].astype(str).isin(parts)].sort_values(["cell", "track_id", "frame"])
+    if lcfg.aux_end_window is not None and len(rows):
+        rows = rows[_near_end(rows, lcfg.aux_end_window)]
     position_cols = {"x", "y", "x_auxilin", "y_auxilin"}
     colocalise = lcfg.aux_colocalisation_px is not None and position_cols <= set(frames_df.columns)
     if lcfg.aux_colocalisation_px is not None and not colocalise and len(rows):
