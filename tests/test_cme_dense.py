@@ -8,7 +8,10 @@ inside the real 0.0017-0.0037) with the PSF of the issue's simulator (1.45 px) a
 one (1.2 px clathrin, 1.1 px auxilin), and assert the issue's "done when" goals: recall >= 0.97
 of spots with SNR >= 10 (also with a neighbour 3-5 px away), precision >= 0.98, >= 0.90 of bright
 true tracks whole, <= 0.05 of project tracks merged, auxilin sensitivity >= 0.90 at <= 0.05
-false positives, also for tracks longer than 80 s (a 300-frame cell).
+false positives, also for tracks longer than 80 s (a 300-frame cell). These fixed cells guard
+against regressions; they are not the measure of the auxilin goals: one cell's rates carry a
+standard error of 0.01-0.02, and pooled over independent cells (``benchmarks/bench_cme_detect.py``,
+replicate cells) the false-positive goals are not met.
 """
 from __future__ import annotations
 
