@@ -125,8 +125,9 @@ def tune_minmass(frames: np.ndarray, truth: pd.DataFrame, shape, sigma: float, t
 
 
 def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
-    """detect -> link -> process with timings; scores from :func:`accuracy.score_movie`, and the
-    same detections processed and scored with oracle linking (:func:`accuracy.oracle_link`)."""
+    """detect -> link -> process with timings; scores from :func:`accuracy.score_movie`, of the
+    same detections processed with oracle linking (:func:`accuracy.oracle_link`) and of the
+    linker's tracks labelled with ``labels.aux_end_window`` :data:`END_WINDOW`."""
     cfg = project_config(sim, **detection)
     t_det, (det, masks) = timed(lambda: detect_movie(cell.movie, cfg, threads, return_masks=True))
     t_link, linked = timed(lambda: link(det, cfg))
@@ -144,8 +145,8 @@ def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
     oracle = scores(*process_tracks(acc.oracle_link(det, cell.truth_detections), cell.movie, masks, cfg))
     window = scores(add_labels(tracks, frames, {**cfg, "labels": {"aux_end_window": END_WINDOW}}), frames)
     return {"scores": scores(tracks, frames), "oracle_scores": oracle, "window_scores": window, "links": links,
-            "detect_s": t_det,
-            "link_s": t_link, "process_s": t_proc, "n_tracks": len(tracks), "frames": cell.movie.n_frames}
+            "detect_s": t_det, "link_s": t_link, "process_s": t_proc, "n_tracks": len(tracks),
+            "frames": cell.movie.n_frames}
 
 
 def run_trackpy(cell, sim: SimulationConfig, target_precision: float) -> dict:
@@ -287,7 +288,8 @@ def summarise(cells: list[dict], key: str, pop: str | None) -> tuple[float, floa
 
 
 def replicate_lines(replicate_runs: dict) -> list[str]:
-    """Per-cell and summary rows of the replicate cells, linker and oracle linking."""
+    """Per-cell and summary rows of the replicate cells (linker, oracle linking, end window) and
+    the goals judged on the linker's pooled rates."""
     L = ["| cells | cell seed | linking | " + " | ".join(n for n, _, _ in REPLICATE_COLUMNS)
          + " | aux+ / aux- (>80 s) |", "|---|---|---|" + "---|" * (len(REPLICATE_COLUMNS) + 1)]
     verdicts = []

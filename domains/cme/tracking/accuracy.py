@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from awd.io import InputError
+from domains.cme.tracking.link import renumber
 
 #: the amplitude bins of the CME notes (ADU).
 AMPLITUDE_BINS = (0.0, 500.0, 800.0, 1200.0, 2000.0, np.inf)
@@ -385,14 +386,7 @@ def oracle_link(detections: pd.DataFrame, truth_detections: pd.DataFrame, max_di
     label[m["pred"].to_numpy()] = truth.loc[m["truth"].to_numpy(), "track_id"].to_numpy(np.int64)
     alone = np.flatnonzero(label < 0)
     label[alone] = (label.max() + 1 if len(label) else 0) + np.arange(alone.size)
-    order = np.lexsort((np.arange(len(det)), det["frame"].to_numpy()))
-    _, first, inverse = np.unique(label[order], return_index=True, return_inverse=True)
-    rank = np.empty(first.size, np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
-    ids = np.empty(len(det), np.int64)
-    ids[order] = rank[inverse.ravel()]
-    det["track_id"] = ids
-    det["compound_id"] = ids.copy()
+    det["track_id"], det["compound_id"] = renumber(det, label, label)
     return det
 
 

@@ -124,13 +124,13 @@ def link(detections: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
         seg, comp = _link_utrack(det, tcfg)
     else:
         seg, comp = _link_laptrack(det, tcfg)
-    det["track_id"], det["compound_id"] = _renumber(det, seg, comp)
+    det["track_id"], det["compound_id"] = renumber(det, seg, comp)
     n_tracks = int(det["track_id"].max()) + 1 if (det["track_id"] >= 0).any() else 0
     log.info("%s linked %d detections into %d track segments", tcfg.linker, len(det), n_tracks)
     return det
 
 
-def _renumber(det: pd.DataFrame, seg: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def renumber(det: pd.DataFrame, seg: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive ids in order of first appearance (frame, then row); -1 stays -1."""
     order = np.lexsort((np.arange(len(det)), det["frame"].to_numpy()))
     out = []
