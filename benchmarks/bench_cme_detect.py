@@ -314,6 +314,25 @@ def replicate_lines(replicate_runs: dict) -> list[str]:
     return L + ["", "Against the goals (linker, pooled / mean over the cells): " + "; ".join(verdicts) + "."]
 
 
+def brightness_lines(replicate_runs: dict) -> list[str]:
+    """The linker's auxilin rates pooled over each group's cells, split by the true track's
+    clathrin peak SNR (>= 10: bright; dim pits are detected in only part of their frames)."""
+    L = ["| cells | true tracks | aux+ sensitivity | aux+ FP | sens. >80 s | FP >80 s |", "|---|---|---|---|---|---|"]
+    for group, cells in replicate_runs.items():
+        scores = [c["scores"] for c in cells]
+        for part, label in (("_bright", "bright (peak SNR >= 10)"), ("_dim", "dim (peak SNR < 10)")):
+            cols = []
+            for rate, pop, long in (("aux_sensitivity", "n_aux_positive", ""), ("aux_false_positive_rate", "n_aux_negative", ""),
+                                    ("aux_sensitivity", "n_aux_positive", "_long"),
+                                    ("aux_false_positive_rate", "n_aux_negative", "_long")):
+                key, n_key = rate + part + long, pop + part + long
+                v, se = summarise(scores, key, n_key)
+                n = int(sum(c[n_key] for c in scores))
+                cols.append(f"{f3(v)} ± {f3(se)} (of {n})" if np.isfinite(v) else f"n/a (of {n})")
+            L.append(f"| {group} | {label} | " + " | ".join(cols) + " |")
+    return L
+
+
 def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> str:
     L = ["# CME detection, linking and accuracy at real pit densities", "",
          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -387,6 +406,11 @@ def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> st
               "same detections linked by the true track of each (`accuracy.oracle_link`), then the same gap and "
               "buffer fits, labels and scores: the difference to 'linker' is what linking costs.", ""]
         L += replicate_lines(replicate_runs) + [""]
+        L += ["### Auxilin labels by brightness (linker, pooled over the cells)", "",
+              "The rates above split by the clathrin peak SNR of the true track (the threshold of the bright "
+              "tracks of the whole-track goal). A dim pit is detected in only part of its frames, so the project "
+              "track that holds most of them often misses its burst or belongs to a neighbour.", ""]
+        L += brightness_lines(replicate_runs) + [""]
     return "\n".join(L)
 
 

@@ -89,6 +89,15 @@ def test_track_scores_by_hand():
     assert s["aux_sensitivity"] == pytest.approx(2 / 3) and s["aux_false_positive_rate"] == 0.5
     assert (s["n_aux_positive_long"], s["n_aux_negative_long"]) == (2, 1)
     assert (s["aux_sensitivity_long"], s["aux_false_positive_rate_long"]) == (0.5, 0.0)
+    # by peak SNR: all five scored tracks are bright (SNR 20); the dim ones are none
+    assert (s["n_aux_positive_bright"], s["n_aux_negative_bright"], s["n_aux_positive_dim"]) == (3, 2, 0)
+    assert s["aux_sensitivity_bright"] == pytest.approx(2 / 3) and np.isnan(s["aux_sensitivity_dim"])
+    dim4 = truth_tracks.assign(snr_max_clathrin=[20, 20, 20, 6.0, 4.0, 3.0])  # tracks 4 (aux+) and 5 (aux-) dim
+    s = acc.track_scores(rows, tracks, truth, dim4, long_frames=7)
+    assert (s["n_aux_positive_bright"], s["n_aux_negative_bright"]) == (2, 1)
+    assert (s["aux_sensitivity_bright"], s["aux_false_positive_rate_bright"]) == (0.5, 1.0)
+    assert (s["aux_sensitivity_dim"], s["aux_false_positive_rate_dim"]) == (1.0, 0.0)
+    assert s["aux_sensitivity"] == pytest.approx(2 / 3)  # the split leaves the totals alone
     # hotspots are not scored for auxilin; an unmatched true track counts as not flagged
     hot = truth_tracks.assign(**{"class": ["hotspot"] + ["productive"] * 5})
     assert acc.track_scores(rows, tracks, truth, hot)["n_aux_positive"] == 2

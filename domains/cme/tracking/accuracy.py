@@ -272,7 +272,10 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
       auxilin-only puncta (the branch drops hotspots): ``aux_sensitivity`` = true aux+ tracks
       whose dominant project track is labelled ``aux_col``; ``aux_false_positive_rate`` = the
       same for true aux- tracks (a track without any project track counts as not labelled);
-      both again for true lifetimes > ``long_frames`` frames (``_long``).
+      both again for true lifetimes > ``long_frames`` frames (``_long``), and split by the
+      clathrin peak SNR of the true track at ``snr_min`` (``_bright`` / ``_dim``, also with
+      ``_long``): a dim pit is detected in only part of its frames, so its labels measure
+      detection as much as labelling.
     """
     _require(project_rows, ("frame", "x", "y", pred_track_col), "project track rows")
     _require(project_tracks, (pred_track_col, "n_frames"), "project tracks")
@@ -326,7 +329,9 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
         pop = complete & (frames >= min_len) & ~tt["class"].isin(["hotspot", "aux_only"]).to_numpy()
         pos = tt["aux_positive"].to_numpy(bool)
         long = tt["lifetime_frames"].to_numpy(float) > long_frames
-        for suffix, extra in (("", np.ones(len(tt), bool)), ("_long", long)):
+        snr = tt["snr_max_clathrin"].to_numpy(float) >= snr_min
+        for suffix, extra in (("", np.ones(len(tt), bool)), ("_long", long), ("_bright", snr), ("_dim", ~snr),
+                              ("_bright_long", snr & long), ("_dim_long", ~snr & long)):
             p, n = pop & extra & pos, pop & extra & ~pos
             out[f"n_aux_positive{suffix}"] = int(p.sum())
             out[f"n_aux_negative{suffix}"] = int(n.sum())
