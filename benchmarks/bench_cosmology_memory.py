@@ -21,6 +21,9 @@ replaces its entry) and rendered into ``benchmarks/out/cosmology_memory.md``.
   the memory-mapped dataset, one epoch, gamma 0.00368, with a narrow ResNet teacher (width 8):
   the data the distiller holds (maps, input gradients in their scratch memory map) at full
   size; the ResNet-18 teacher's own working set per batch is what the ``distill`` row holds.
+* ``distill-all-resnet18`` (only when asked for): the same path with the paper's teacher, a
+  full ResNet-18 (untrained: memory and time do not depend on its weights), whose input
+  gradients of all 23,000 train and val maps take most of the time (about 40 minutes here).
 * ``heads`` (only when asked for in ``--stages``): ``CosmologyDomain.fit_heads`` with the paper's
   heads settings on a dataset built without holding X (``--base`` genuine maps per cosmology,
   the other realisations symmetries and periodic shifts of them), an untrained ResNet-18 and
@@ -51,7 +54,7 @@ from awd.io import atomic_path  # noqa: E402
 
 SPLIT = (2000, 300, 200)  # realisations per cosmology (AWD)
 WAVELETS = ("db5", "sym5", "coif2", "db4", "sym6", "db6")
-STAGES = ("ingest", "teacher-all", "teacher", "distill", "distill-all", "heads")
+STAGES = ("ingest", "teacher-all", "teacher", "distill", "distill-all", "distill-all-resnet18", "heads")
 OUT_MD = ROOT / "benchmarks" / "out" / "cosmology_memory.md"
 
 
@@ -180,15 +183,16 @@ def child(stage_name: str, work: Path, args) -> None:
         cfg = paper_cpu_section(distill={"epochs": 1, "gammas": [0.0, 0.00368], "max_train": args.distill_train})
         with pipeline.stage("distill", str(log), args.threads):
             pipeline.run_distill("cosmology", cfg, data, work / "teacher" / "model.pt", 0, work / "distill_0.json")
-    elif stage_name == "distill-all":
-        distill_all(data, work / "distill_all.pt", args.threads)
+    elif stage_name in ("distill-all", "distill-all-resnet18"):
+        distill_all(data, work / "distill_all.pt", args.threads, full_teacher=stage_name.endswith("resnet18"))
     elif stage_name == "heads":
         heads(work / f"dataset_{args.per}.npz", work / "heads_out", args.grid, args.threads)
     print(f"STAGE_SECONDS {time.perf_counter() - start:.1f}", flush=True)
 
 
-def distill_all(data: Path, checkpoint: Path, threads: int) -> None:
-    """One distillation path on every training map, read as index views (see the module doc)."""
+def distill_all(data: Path, checkpoint: Path, threads: int, full_teacher: bool = False) -> None:
+    """One distillation path on every training map, read as index views (see the module doc);
+    the teacher is a narrow ResNet or, with ``full_teacher``, the paper's ResNet-18."""
     import torch
 
     from awd.distill import DistillConfig, distill_path
@@ -201,7 +205,8 @@ def distill_all(data: Path, checkpoint: Path, threads: int) -> None:
     cfg = DistillConfig.from_dict({**{k: v for k, v in section.items() if k not in ("lambdas", "gammas", "target")},
                                    "lambdas": [0.005], "gammas": [0.00368], "epochs": 1, "max_train": None,
                                    "target": 1, "progress": False})  # target 1: Omega_m
-    teacher = ResNet(width=8, blocks=(1, 1), n_outputs=3, stem="resnet", seed=0).eval()
+    teacher = (ResNet(n_outputs=3, seed=0) if full_teacher
+               else ResNet(width=8, blocks=(1, 1), n_outputs=3, stem="resnet", seed=0)).eval()
     distill_path(teacher, ds.view("train"), ds.view("val"), lam=0.005, gammas=cfg.gammas, config=cfg,
                  checkpoint=checkpoint)
     checkpoint.unlink(missing_ok=True)
@@ -272,10 +277,12 @@ def what_ran(stage_name: str, r: dict) -> str:
         return (f"`run_teacher`, whole stage: 1 epoch on a seeded subset of {r.get('max_train')} maps "
                 f"({r.get('train_steps', 0)} steps), val loss on {r.get('max_val')} maps, predictions of the "
                 "2,000 test maps")
-    if stage_name == "distill-all":
+    if stage_name.startswith("distill-all"):
+        teacher = ("the paper's ResNet-18 teacher (width 64, 2-2-2-2 blocks)" if stage_name.endswith("resnet18")
+                   else "narrow ResNet teacher (width 8)")
         return ("`distill_path`, `max_train: null`: 1 epoch (gamma 0.00368) on all 20,000 training maps and "
                 "the 3,000 val maps as index views of the memory-mapped dataset, input gradients of the train "
-                "split (5.2 GB) in a scratch memory map; narrow ResNet teacher (width 8)")
+                f"split (5.2 GB) in a scratch memory map; {teacher}")
     if stage_name == "distill":
         return (f"`run_distill` job 0 (lambda 0.005), 1 epoch x 2 gammas on {r.get('max_train')} training maps; "
                 "input gradients and loss terms of all 3,000 val maps")
@@ -313,11 +320,12 @@ def render(results: dict, out: Path) -> None:
              "The distiller reads its maps the same way (index views, batch by batch) and keeps input "
              "gradients above 1 GiB in a scratch memory map whose pages are handed back after every chunk, so "
              "`distill.max_train: null` (`paper.yaml`: all 20,000 training maps, 2 x 5.2 GB of maps and "
-             "gradients) holds about what a subset does: the `distill-all` row. With the ResNet-18 teacher "
-             "that job also holds the teacher's input-gradient working set per batch of 100, as in the "
-             "`distill` row: about 5.3 GiB in all (an estimate from the two rows; the full job needs about "
-             "an hour of input gradients on this CPU). Before, the distiller held its training maps and "
-             "their gradients in memory: about 15 GB for `max_train: null` (an estimate).", "",
+             "gradients) holds about what a subset does: the `distill-all` row. With the paper's ResNet-18 "
+             "teacher the same job (`distill-all-resnet18`) adds the teacher's input-gradient working set per "
+             "batch of 100 and stays below the `distill` row (the workflow's job on a 100-map subset); most "
+             "of its time is the input gradients of the 23,000 maps. Before, the "
+             "distiller held its training maps and their gradients in memory: about 15 GB for "
+             "`max_train: null` (an estimate).", "",
              "Before X was memory-mapped and read through index views, the same stages measured at 2,500 and "
              "5,000 maps (17:03-17:06 UTC the same day, `/usr/bin/time -v`): ingest 1.18 and 1.82 GiB (about "
              "one copy of X: ~7.0 GiB extrapolated to 25,000 maps), teacher 3.81 GiB at 5,000 maps in its first "
@@ -362,7 +370,7 @@ def main() -> None:
     results = json.loads(store.read_text()) if store.exists() else {}
     if "ingest" in stages and not (args.workdir / "tree").exists():
         print("tree:", build_tree(args.workdir / "tree", 10, args.per, args.tree_base), flush=True)
-    if "distill-all" in stages and not (args.workdir / "data" / "dataset.npz").exists():
+    if any(s.startswith("distill-all") for s in stages) and not (args.workdir / "data" / "dataset.npz").exists():
         (args.workdir / "data").mkdir(parents=True, exist_ok=True)
         print("dataset:", build(args.workdir / "data" / "dataset.npz", 10, args.per, 4), flush=True)
     if "heads" in stages and not (args.workdir / f"dataset_{args.per}.npz").exists():
