@@ -314,19 +314,26 @@ def replicate_lines(replicate_runs: dict) -> list[str]:
     return L + ["", "Against the goals (linker, pooled / mean over the cells): " + "; ".join(verdicts) + "."]
 
 
+def _with_part(key: str, part: str) -> str:
+    """The score key of the ``part`` population (``_bright`` / ``_dim``): before any ``_long``."""
+    base = key.removesuffix("_long")
+    return base + part + key[len(base):]
+
+
 def brightness_lines(replicate_runs: dict) -> list[str]:
-    """The linker's auxilin rates pooled over each group's cells, split by the true track's
-    clathrin peak SNR (>= 10: bright; dim pits are detected in only part of their frames)."""
-    L = ["| cells | true tracks | aux+ sensitivity | aux+ FP | sens. >80 s | FP >80 s |", "|---|---|---|---|---|---|"]
+    """The linker's auxilin rates (the pooled columns of :data:`REPLICATE_COLUMNS`) pooled over
+    each group's cells, split by the true track's clathrin peak SNR (>= 10: bright; dim pits are
+    detected in only part of their frames)."""
+    columns = [(name, key, pop) for name, key, pop in REPLICATE_COLUMNS if pop is not None]
+    L = ["| cells | true tracks | " + " | ".join(name for name, _, _ in columns) + " |",
+         "|---|---|" + "---|" * len(columns)]
     for group, cells in replicate_runs.items():
         scores = [c["scores"] for c in cells]
         for part, label in (("_bright", "bright (peak SNR >= 10)"), ("_dim", "dim (peak SNR < 10)")):
             cols = []
-            for rate, pop, long in (("aux_sensitivity", "n_aux_positive", ""), ("aux_false_positive_rate", "n_aux_negative", ""),
-                                    ("aux_sensitivity", "n_aux_positive", "_long"),
-                                    ("aux_false_positive_rate", "n_aux_negative", "_long")):
-                key, n_key = rate + part + long, pop + part + long
-                v, se = summarise(scores, key, n_key)
+            for _, key, pop in columns:
+                n_key = _with_part(pop, part)
+                v, se = summarise(scores, _with_part(key, part), n_key)
                 n = int(sum(c[n_key] for c in scores))
                 cols.append(f"{f3(v)} ± {f3(se)} (of {n})" if np.isfinite(v) else f"n/a (of {n})")
             L.append(f"| {group} | {label} | " + " | ".join(cols) + " |")
