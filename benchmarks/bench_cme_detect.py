@@ -64,8 +64,9 @@ DENSITY = 0.0029
 DENSITY_SPEED = 0.0038
 
 
-#: ``labels.aux_end_window`` of the third scoring of every replicate cell (frames)
-END_WINDOW = 10
+#: the labels of the third scoring of every replicate cell: the default ones without the
+#: clathrin-drop test (the default labels before it), so that its effect is measured in the same run
+NO_DROP = {"aux_clathrin_drop": None}
 
 #: cells whose abortive pits live long enough (60 % log-normal around 60 s, as the "long" cell of
 #: tests/test_cme_dense.py) that aux- tracks > 80 s are numerous enough to score
@@ -130,7 +131,7 @@ def tune_minmass(frames: np.ndarray, truth: pd.DataFrame, shape, sigma: float, t
 def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
     """detect -> link -> process with timings; scores from :func:`accuracy.score_movie`, of the
     same detections processed with oracle linking (:func:`accuracy.oracle_link`) and of the
-    linker's tracks labelled with ``labels.aux_end_window`` :data:`END_WINDOW`."""
+    linker's tracks labelled without the clathrin-drop test (:data:`NO_DROP`)."""
     cfg = project_config(sim, **detection)
     t_det, (det, masks) = timed(lambda: detect_movie(cell.movie, cfg, threads, return_masks=True))
     t_link, linked = timed(lambda: link(det, cfg))
@@ -146,8 +147,8 @@ def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
     pred = acc.interior(linked, shape, margin)
     links = acc.link_metrics(pred, truth, acc.match_detections(pred, truth))
     oracle = scores(*process_tracks(acc.oracle_link(det, cell.truth_detections), cell.movie, masks, cfg))
-    window = scores(add_labels(tracks, frames, {**cfg, "labels": {"aux_end_window": END_WINDOW}}), frames)
-    return {"scores": scores(tracks, frames), "oracle_scores": oracle, "window_scores": window, "links": links,
+    no_drop = scores(add_labels(tracks, frames, {**cfg, "labels": NO_DROP}), frames)
+    return {"scores": scores(tracks, frames), "oracle_scores": oracle, "no_drop_scores": no_drop, "links": links,
             "detect_s": t_det, "link_s": t_link, "process_s": t_proc, "n_tracks": len(tracks),
             "frames": cell.movie.n_frames}
 
@@ -304,14 +305,14 @@ def summarise(cells: list[dict], key: str, pop: str | None) -> tuple[float, floa
 
 
 def replicate_lines(replicate_runs: dict) -> list[str]:
-    """Per-cell and summary rows of the replicate cells (linker, oracle linking, end window) and
+    """Per-cell and summary rows of the replicate cells (linker, oracle linking, no drop test) and
     the goals judged on the linker's pooled rates."""
     L = ["| cells | cell seed | linking | " + " | ".join(n for n, _, _ in REPLICATE_COLUMNS)
          + " | aux+ / aux- (>80 s) |", "|---|---|---|" + "---|" * (len(REPLICATE_COLUMNS) + 1)]
     verdicts = []
     for group, cells in replicate_runs.items():
         for which, label in (("scores", "linker"), ("oracle_scores", "oracle"),
-                             ("window_scores", f"linker, aux_end_window {END_WINDOW}")):
+                             ("no_drop_scores", "linker, no clathrin-drop test")):
             for c in cells:
                 s = c[which]
                 L.append(f"| {group} | {c['seed']} | {label} | " + " | ".join(f3(s[k]) for _, k, _ in REPLICATE_COLUMNS)
@@ -423,9 +424,9 @@ def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> st
               "of the same settings (the first 256^2 cell of each PSF is the cell above). The 256^2 cells hold few "
               "aux- tracks > 80 s (the notes' abortive lifetimes rarely reach 80 s); the 144^2 'long aux-' cells "
               "(300 frames, 60 % of abortive pits log-normal around 60 s, as the long cell of "
-              "tests/test_cme_dense.py) hold enough to score them. 'aux_end_window': the linker's tracks labelled "
-              f"with `labels.aux_end_window: {END_WINDOW}` (only the last {END_WINDOW} track frames and the end "
-              "buffer count). Rates are pooled over the cells' "
+              "tests/test_cme_dense.py) hold enough to score them. 'no clathrin-drop test': the linker's tracks "
+              "labelled with `labels.aux_clathrin_drop: null` (an auxilin frame counts whether or not the clathrin "
+              "falls after it: the default labels before that test). Rates are pooled over the cells' "
               "populations (binomial SE); whole and merged are means over cells (SE of the mean). 'oracle': the "
               "same detections linked by the true track of each (`accuracy.oracle_link`), then the same gap and "
               "buffer fits, labels and scores: the difference to 'linker' is what linking costs.", ""]

@@ -78,15 +78,16 @@ def test_coinciding_master_positions_do_not_blow_up_the_neighbour_model():
 @pytest.fixture(scope="module")
 def neighbour_burst():
     """64 x 64, 40 frames. Pit A (20, 20) lives frames 8-19 without auxilin; pit B, 3 px away
-    at (23, 20), lives frames 5-34 and has an auxilin burst of 2,000 ADU in frames 21-24, i.e. in
-    A's end buffer (frames 20-24). Tracks by construction from detect_movie's detections."""
+    at (23, 20), lives frames 5-24 and has an auxilin burst of 2,000 ADU in its last frames 21-24
+    (a productive pit: the burst comes as its coat leaves), i.e. in A's end buffer (frames
+    20-24). Tracks by construction from detect_movie's detections."""
     T, H, W = 40, 64, 64
     rng = np.random.default_rng(5)
     data = np.empty((T, 2, H, W))
     data[:, 0], data[:, 1] = 1450.0, 1300.0
     truth = []
     for name, (x, y, amp, frames) in {"A": (20.0, 20.0, 3000.0, range(8, 20)),
-                                      "B": (23.0, 20.0, 3000.0, range(5, 35))}.items():
+                                      "B": (23.0, 20.0, 3000.0, range(5, 25))}.items():
         for t in frames:
             data[t, 0] += _spot((H, W), x, y, amp, 1.2)
             truth.append({"frame": t, "x": x, "y": y, "name": name})

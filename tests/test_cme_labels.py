@@ -15,8 +15,8 @@ from domains.cme.tracking import accuracy as acc
 from domains.cme.tracking.detect import detect_movie
 from domains.cme.tracking.link import link
 from domains.cme.tracking.processing import _prctile, process_tracks, to_napari_tracks, write_napari_tracks, write_tables
-from domains.cme.traces import (AUX_THRESH_SD, LabelConfig, add_labels, aux_labels, aux_noise, build_traces, downsample,
-                                purity_thresholds)
+from domains.cme.traces import (AUX_THRESH_SD, LabelConfig, add_labels, aux_labels, aux_noise, build_traces,
+                                clathrin_drop, downsample, purity_thresholds)
 
 
 # ------------------------------------------------------------------ small pieces
@@ -156,11 +156,15 @@ def test_gap_and_buffer_refits(scenario):
 def test_auxilin_labels_and_slave_flags(scenario):
     tracks, frames, _ = scenario
     a = tracks.loc["A"]
-    assert a["aux_positive"] and a["y_consec_sig"] and a["n_sig_aux"] == 4
+    # the burst's first frame (20) lies before A's last 5 track frames (21-25) and A's clathrin
+    # stays flat after it (it ends in frame 25): labels.aux_clathrin_drop leaves it out
+    assert a["aux_positive"] and a["y_consec_sig"] and a["n_sig_aux"] == 3
     assert a["significantMaster_auxilin"] and a["significantSlave_auxilin"]
     aux = frames[(frames["name"] == "A") & (frames["part"] == "track")].set_index("frame")["A_auxilin"]
-    assert a["Y_sig_mean"] == pytest.approx(aux.loc[20:23].mean())
+    assert a["Y_sig_mean"] == pytest.approx(aux.loc[21:23].mean())
     assert 1700 < a["Y_sig_mean"] < 2100  # 2,000 ADU burst, sampled-Gaussian fit
+    ref = add_labels(tracks.reset_index(), frames, {"labels": {"aux_clathrin_drop": None}}).set_index("name")
+    assert ref.loc["A", "n_sig_aux"] == 4 and ref.loc["A", "Y_sig_mean"] == pytest.approx(aux.loc[20:23].mean())
     for name in "BCD":  # no auxilin there: at most an isolated chance detection
         assert not tracks.loc[name, "aux_positive"] and tracks.loc[name, "n_sig_aux"] <= 1
     assert tracks.attrs["p_detection_auxilin"] < 0.01
@@ -327,7 +331,7 @@ def test_aux_labels_colocalisation_and_end_buffer():
     assert new["y_consec_sig"].tolist() == [True, False, True, False, False]
     assert new.loc[1, "Y_sig_mean"] == 800.0 and new.loc[2, "Y_sig_mean"] == 0.0 and new.loc[2, "Y_max"] == 0.0
     assert new.attrs["aux_colocalised"]
-    ref = {**absolute, "aux_end_buffer": False, "aux_colocalisation_px": None}
+    ref = {**absolute, "aux_end_buffer": False, "aux_colocalisation_px": None, "aux_clathrin_drop": None}
     old = add_labels(tracks, frames, {"labels": ref}).set_index("track_id")
     assert old["aux_positive"].tolist() == [False, True, True, True, True]
     assert old.loc[1, "Y_sig_mean"] == 0.0 and old.loc[2, "Y_sig_mean"] == 800.0
@@ -468,3 +472,57 @@ def test_aux_end_window_counts_only_the_end_of_the_track():
     for bad in (0, 2.5, True, "10"):
         with pytest.raises(InputError, match="aux_end_window"):
             add_labels(tracks, frames, {"labels": {"aux_end_window": bad}})
+
+
+def test_clathrin_drop_by_hand():
+    """Mean of the k rows before minus mean of the k after, over the track's maximum; NaN
+    amplitudes left out; -inf / +inf without rows before / after; tracks never mix (the same
+    track id in another cell is another track)."""
+    rows = pd.DataFrame({"cell": ["a"] * 6 + ["a"] * 4 + ["b"] * 3, "track_id": [1] * 6 + [2] * 4 + [1] * 3,
+                         "frame": [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 7, 8, 9],
+                         "A_clathrin": [100, 100, 100, 100, 50, 0, np.nan, 200, np.nan, 100, 0, 0, 0]})
+    got = clathrin_drop(rows, 2)
+    # track a/1, k = 2: row 2 (100 - mean(100, 50)) / 100; row 3 (100 - 25) / 100; row 4 (100 - 0) / 100
+    np.testing.assert_array_equal(got[:6], [-np.inf, 0.0, 0.25, 0.75, 1.0, np.inf])
+    # track a/2, peak 200: row 1 has only a NaN before it; row 2 (200 - 100) / 200
+    np.testing.assert_array_equal(got[6:10], [-np.inf, -np.inf, 0.5, np.inf])
+    # track b/1: no positive amplitude, no fall
+    np.testing.assert_array_equal(got[10:], [-np.inf, 0.0, np.inf])
+    assert clathrin_drop(rows.iloc[:0], 2).size == 0
+
+
+def test_aux_clathrin_drop_counts_auxilin_only_where_the_clathrin_falls():
+    """Three 40-frame tracks with a 5-frame end buffer, clathrin 1000 ADU throughout (the pit
+    outlives the track), one significant auxilin pair each (800 ADU, below the 973 ADU threshold):
+    at frames 33-34 with no clathrin fall after it (a neighbour's burst: not counted), at frames
+    35-36 (inside the last aux_drop_end = 5 track frames: counted), and at frames 20-21 of a track
+    whose clathrin falls to 700 after frame 21 (falls of 0.24 and 0.3 of the maximum: counted).
+    Without the test all three are aux+; bad values are refused."""
+    rows = []
+    for tid, pair in enumerate(((33, 34), (35, 36), (20, 21))):
+        frame = np.arange(45)
+        cla = np.where((tid == 2) & (frame > 21), 700.0, 1000.0)
+        rows.append(pd.DataFrame({"cell": "c", "track_id": tid, "frame": frame,
+                                  "part": np.where(frame < 40, "track", "end_buffer"), "A_clathrin": cla,
+                                  "A_auxilin": np.where(np.isin(frame, pair), 800.0, 0.0),
+                                  "pval_Ar_auxilin": np.where(np.isin(frame, pair), 0.001, 0.5)}))
+    frames = pd.concat(rows, ignore_index=True)
+    tracks = frames[["cell", "track_id"]].drop_duplicates().reset_index(drop=True)
+    absolute = {"aux_thresh_adu": 973.0}
+    lab = add_labels(tracks, frames, {"labels": absolute})
+    assert lab["aux_positive"].tolist() == [False, True, True] and lab.attrs["aux_clathrin_drop"]
+    assert lab["n_sig_aux"].tolist() == [0, 2, 2] and lab["Y_max"].tolist() == [0.0, 800.0, 800.0]
+    # a fall of 0.3 needed: frame 20 (0.24) no longer counts, frame 21 (0.3) still does
+    assert add_labels(tracks, frames, {"labels": {**absolute, "aux_clathrin_drop": 0.3}})["n_sig_aux"].tolist() == [0, 2, 1]
+    # only the last track frame exempt: the pair at 35-36 needs a fall too
+    assert add_labels(tracks, frames, {"labels": {**absolute, "aux_drop_end": 1}})["aux_positive"].tolist() == [False, False, True]
+    # a 10-frame exempt end reaches frames 33-34 (frames > 39 - 10)
+    assert add_labels(tracks, frames, {"labels": {**absolute, "aux_drop_end": 10}})["aux_positive"].tolist() == [True] * 3
+    off = add_labels(tracks, frames, {"labels": {**absolute, "aux_clathrin_drop": None}})
+    assert off["aux_positive"].tolist() == [True] * 3 and not off.attrs["aux_clathrin_drop"]
+    bare = add_labels(tracks, frames.drop(columns=["A_clathrin"]), {"labels": absolute})
+    assert bare["aux_positive"].tolist() == [True] * 3 and not bare.attrs["aux_clathrin_drop"]
+    for bad in ({"aux_clathrin_drop": "yes"}, {"aux_clathrin_drop": float("nan")}, {"aux_clathrin_drop": True},
+                {"aux_drop_frames": 0}, {"aux_drop_frames": 2.5}, {"aux_drop_end": 0}):
+        with pytest.raises(InputError, match="aux_(clathrin_drop|drop_frames|drop_end)"):
+            LabelConfig.from_dict(bad)
