@@ -49,6 +49,16 @@ AUX_COLOCALISATION_PX = 1.5
 AUX_CLATHRIN_DROP = 0.15
 
 
+def _is_number(v) -> bool:
+    """A finite int or float from the config (YAML's true/false are not numbers)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_count(v) -> bool:
+    """A whole number >= 1 from the config (not a bool, not 2.5)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     """AWD label/input settings (config section ``labels``); values of the Yu-group pipeline.
@@ -105,20 +115,19 @@ class LabelConfig:
         if not isinstance(cfg.aux_end_buffer, bool):
             raise InputError("config:labels.aux_end_buffer", f"must be true or false, got {cfg.aux_end_buffer!r}")
         r = cfg.aux_colocalisation_px
-        if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool)
-                                  and math.isfinite(r) and r > 0):
+        if r is not None and not (_is_number(r) and r > 0):
             raise InputError("config:labels.aux_colocalisation_px", f"must be null or a number of px > 0, got {r!r}")
         w = cfg.aux_end_window
-        if w is not None and not (isinstance(w, int) and not isinstance(w, bool) and w >= 1):
+        if w is not None and not _is_count(w):
             raise InputError("config:labels.aux_end_window",
                              f"must be null or a whole number of frames >= 1, got {w!r}")
         d = cfg.aux_clathrin_drop
-        if d is not None and not (isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d)):
+        if d is not None and not _is_number(d):
             raise InputError("config:labels.aux_clathrin_drop",
                              f"must be null or a fraction of the track's maximum, got {d!r}")
         for key in ("aux_drop_frames", "aux_drop_end"):
             v = getattr(cfg, key)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            if not _is_count(v):
                 raise InputError(f"config:labels.{key}", f"must be a whole number of frames >= 1, got {v!r}")
         return cfg
 
@@ -219,14 +228,14 @@ def clathrin_drop(rows: pd.DataFrame, k: int) -> np.ndarray:
     ids = rows[["cell", "track_id"]]
     starts = np.flatnonzero(np.r_[True, (ids.iloc[1:].to_numpy() != ids.iloc[:-1].to_numpy()).any(axis=1)])
     sizes = np.diff(np.r_[starts, n])
-    first = np.repeat(starts, sizes)
+    first, end = np.repeat(starts, sizes), np.repeat(starts + sizes, sizes)
     finite = np.isfinite(A)
     peak = np.repeat(np.maximum.reduceat(np.where(finite, A, -np.inf), starts), sizes)
     total = np.concatenate([[0.0], np.cumsum(np.where(finite, A, 0.0))])
     count = np.concatenate([[0], np.cumsum(finite)])
     i = np.arange(n)
     b0, b1 = np.maximum(i - k, first), i
-    a0, a1 = i + 1, np.minimum(i + 1 + k, first + np.repeat(sizes, sizes))
+    a0, a1 = i + 1, np.minimum(i + 1 + k, end)
     n_before, n_after = count[b1] - count[b0], count[a1] - count[a0]
     with np.errstate(invalid="ignore", divide="ignore"):
         fall = (total[b1] - total[b0]) / n_before - (total[a1] - total[a0]) / n_after
