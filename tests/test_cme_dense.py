@@ -229,7 +229,7 @@ def test_auxilin_false_positives_at_real_density(case):
         "37 of 42 aux+ tracks (0.881) on this cell since labels.aux_clathrin_drop: the missed one is a dim "
         "productive pit whose project track runs on to a neighbour after its burst, so its clathrin does not "
         "fall; pooled over eight 300-frame cells per PSF (benchmarks/bench_cme_detect.py and fresh seeds) "
-        "the sensitivity is 0.909 at PSF 1.45"))),
+        "the sensitivity is 0.910 at PSF 1.45"))),
     "psf1.2", "long"])
 def test_auxilin_sensitivity_at_real_density(case):
     s, _ = run_case(case)

@@ -197,6 +197,31 @@ def test_utrack_local_density_does_not_widen_crowded_pits():
     assert set(out.loc[out["pit"] == 1, "track_id"]).isdisjoint(out.loc[out["pit"] == 0, "track_id"])
 
 
+def _blending_neighbour() -> pd.DataFrame:
+    """An immobile pit P (4000 ADU, frames 0-29) and a dimmer neighbour N rising 1.4 px from it
+    (frames 11-15). At frame 15 the mixture fit shares P's amplitude with N (P 2000 ADU); from
+    frame 16 the two blend into one spot 0.7 px from either, as bright as both (5000 ADU)."""
+    p = _pit(range(16), 10, 10, 4000, 0.05, seed=13)
+    p.loc[p["frame"] == 15, "A"] = 2000.0
+    n = _pit(range(11, 16), 10, 8.6, 0, 0.05, seed=14).assign(A=[800.0, 1500.0, 2000.0, 3000.0, 3100.0])
+    blend = _pit(range(16, 30), 10, 9.3, 5000, 0.05, seed=15)
+    return pd.concat([p.assign(pit=0), n.assign(pit=1), blend.assign(pit=2)], ignore_index=True)
+
+
+@pytest.mark.parametrize("frames, p_keeps_spot", [(3, True), (1, False)])
+def test_utrack_track_amplitude_keeps_a_pit_whose_fit_dipped_for_a_frame(frames, p_keeps_spot):
+    # frame 15 -> 16, both candidates 0.7 px away. By the last amplitudes (P 2000, N 3100)
+    # the bright blended spot costs P (5000 / 2000)^4 = 39 x 0.49 and N (5000 / 3100)^4 = 6.8
+    # x 0.49, so N takes it; by the means of the last 3 detections (P 3333, N 2700) P costs
+    # 5.1 x 0.49 and N 11.8 x 0.49, so P keeps its spot and N ends.
+    det = pd.concat([_blending_neighbour(), _background_pits().assign(pit=-1)], ignore_index=True)
+    out = link(det, {"tracking": {"linker": "utrack", "amplitude_frames": frames}})
+    track = out.groupby("pit")["track_id"].agg(["nunique", "first"])
+    assert (track.loc[[0, 1, 2], "nunique"] == 1).all()
+    assert (track.loc[2, "first"] == track.loc[0, "first"]) == p_keeps_spot
+    assert (track.loc[2, "first"] == track.loc[1, "first"]) == (not p_keeps_spot)
+
+
 def test_utrack_merge_split_links_a_split_and_keeps_segments():
     rows = [(t, 10.0, 10.0, 2000.0) for t in range(10)]                       # parent, frames 0-9
     rows += [(t, 10.0 + 0.6 * (t - 4), 10.0, 1000.0) for t in range(5, 10)]  # splits off at frame 5
@@ -220,7 +245,8 @@ def test_utrack_handles_empty_frames_and_missing_amplitudes():
 @pytest.mark.parametrize("bad", [{"min_search_radius": 5.0, "max_search_radius": 2.0}, {"brown_std_mult": 0},
                                  {"motion_passes": 0}, {"gap_penalty": 0.5}, {"amplitude_ratio_max": 0.9},
                                  {"amplitude_weight": -1}, {"linker": "u-track"}, {"closest_distance_scale": 0},
-                                 {"density_max_radius": -1.0}])
+                                 {"density_max_radius": -1.0}, {"amplitude_frames": 0}, {"amplitude_frames": 2.5},
+                                 {"amplitude_frames": True}])
 def test_utrack_config_validation(bad):
     with pytest.raises(InputError):
         TrackingConfig.from_dict({"linker": "utrack", **bad})

@@ -45,7 +45,9 @@ class TrackingConfig:
     towards the movie's typical step with the weight of ``step_prior_weight`` steps), bounded
     by [``min_search_radius``, ``max_search_radius``]; ``motion_passes`` linking passes in all.
     The frame-to-frame cost (squared distance) is multiplied by the amplitude ratio (column
-    ``A``, larger over smaller) to the power ``amplitude_weight`` (0: positions only).
+    ``A``, larger over smaller) to the power ``amplitude_weight`` (0: positions only); in the
+    later passes a detection's side of that ratio is the mean amplitude of the last
+    ``amplitude_frames`` detections of its track from the pass before (1: its own amplitude).
     Gap closing joins a track end to a track start up to ``memory`` missed frames later within
     that radius x sqrt(frames apart); its cost (squared distance over the expected squared
     step) is multiplied by the amplitude ratio of the two ends (candidates above
@@ -69,6 +71,7 @@ class TrackingConfig:
     gap_penalty: float = 1.5
     amplitude_ratio_max: float = 3.0
     amplitude_weight: float = 4.0
+    amplitude_frames: int = 3
     local_density: bool = True
     closest_distance_scale: float = 2.0
     density_max_radius: float = 4.0
@@ -93,6 +96,9 @@ class TrackingConfig:
         if cfg.gap_penalty < 1 or cfg.amplitude_ratio_max < 1 or cfg.amplitude_weight < 0:
             raise InputError("config:tracking",
                              "need gap_penalty >= 1, amplitude_ratio_max >= 1 and amplitude_weight >= 0")
+        k = cfg.amplitude_frames
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError("config:tracking.amplitude_frames", f"must be a whole number of detections >= 1, got {k!r}")
         return cfg
 
 
@@ -284,9 +290,12 @@ def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, n
 
     1. Frame-to-frame LAP in ``motion_passes`` passes: the first with ``search_range`` for
        every detection, each later one with per-detection radii from the previous pass's
-       tracks (:func:`_search_radii`). Cost = squared distance; start/end costs at 1.05 x the
-       frame's largest candidate cost (laptrack's default), so every link inside a radius
-       beats ending a track when it competes with no better one.
+       tracks (:func:`_search_radii`). Cost = squared distance x amplitude ratio ^
+       ``amplitude_weight``, the later passes comparing a detection's candidate with its
+       track's mean amplitude over ``amplitude_frames`` detections (a pit whose fit shares its
+       amplitude with a blending neighbour for a frame keeps its track); start/end costs at
+       1.05 x the frame's largest candidate cost (laptrack's default), so every link inside a
+       radius beats ending a track when it competes with no better one.
     2. One global LAP over the segments (:func:`_close_gaps`): gap closing and, with
        ``merge_split``, merges and splits.
     laptrack's own candidate search (a pandas row loop over all segment pairs) took 80 % of
@@ -308,7 +317,8 @@ def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, n
     nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight)
     for _ in range(tcfg.motion_passes - 1):
         motion = _search_radii(p, nxt, tcfg, local=True)[0]
-        nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight)
+        amp_from = None if amp is None else _track_amplitude(amp, nxt, tcfg.amplitude_frames)
+        nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight, amp_from)
     extra = _close_gaps(p, f, amp, nxt, tcfg)
     if not any(len(e) for e in extra[1:]):  # linear chains only: label them directly
         nxt = nxt.copy()
@@ -357,13 +367,16 @@ def _density_radius(p: np.ndarray, bounds: np.ndarray, tcfg: TrackingConfig) -> 
 
 
 def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.ndarray | None = None,
-                 amp_weight: float = 0.0) -> np.ndarray:
+                 amp_weight: float = 0.0, amp_from: np.ndarray | None = None) -> np.ndarray:
     """Frame-to-frame LAP; ``nxt[i]`` = the row linked to row ``i`` in the next frame, or -1.
 
     Rows are sorted by frame, frame t holds rows ``bounds[t]:bounds[t+1]``; a link i -> j is a
     candidate when ``|p_j - p_i| <= radius[i]``; its cost is the squared distance times the
-    amplitude ratio max/min ^ ``amp_weight`` (1 where an amplitude is missing).
+    amplitude ratio max/min of ``amp_from[i]`` (default ``amp[i]``) and ``amp[j]`` ^
+    ``amp_weight`` (1 where an amplitude is missing).
     """
+    if amp_from is None:
+        amp_from = amp
     from laptrack._coo_matrix_builder import coo_matrix_builder
     from laptrack._cost_matrix import build_frame_cost_matrix
     from laptrack._optimization import lap_optimization
@@ -385,12 +398,23 @@ def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.
             continue
         i, j, cost = i[ok], j[ok], d[ok] ** 2
         if amp is not None and amp_weight > 0:
-            cost = cost * _amp_ratio(amp[a0 + i], amp[a1 + j]) ** amp_weight
+            cost = cost * _amp_ratio(amp_from[a0 + i], amp[a1 + j]) ** amp_weight
         dist = coo_matrix_builder((a1 - a0, b1 - a1), row=i, col=j, data=cost, dtype=np.float32)
         xs, _ = lap_optimization(build_frame_cost_matrix(dist, track_start_cost=None, track_end_cost=None))
         src = np.flatnonzero(xs[:a1 - a0] < b1 - a1)
         nxt[a0 + src] = a1 + xs[src]
     return nxt
+
+
+def _track_amplitude(amp: np.ndarray, nxt: np.ndarray, k: int) -> np.ndarray:
+    """Mean amplitude of each row and up to ``k - 1`` rows before it on its chain of ``nxt``
+    (NaN amplitudes left out; NaN where all are missing)."""
+    if k <= 1:
+        return amp
+    prev = np.full(len(nxt), -1, np.int64)
+    src = np.flatnonzero(nxt >= 0)
+    prev[nxt[src]] = src
+    return _end_amplitude(amp, np.arange(len(nxt)), prev, k)
 
 
 def _amp_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
