@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,16 @@ def known_fields(cls, values: dict | None, section: str) -> dict:
     if unknown:
         raise InputError(f"config:{section}", f"unknown keys {unknown}; known: {sorted(known)}")
     return values
+
+
+def is_number(v: Any) -> bool:
+    """A finite int or float from a config (YAML's true/false are not numbers)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_count(v: Any) -> bool:
+    """A whole number >= 1 from a config (not a bool, not 2.5)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 @contextlib.contextmanager

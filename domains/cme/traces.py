@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from awd.io import InputError, known_fields
+from awd.io import InputError, is_count, is_number, known_fields
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,6 @@ AUX_COLOCALISATION_PX = 1.5
 #: positives from 0.056-0.071 to 0.033-0.050 at 0.005-0.008 lower sensitivity; 0.1 and 0.2
 #: gave overall rates within 0.004 of these (``domains/cme/README.md``).
 AUX_CLATHRIN_DROP = 0.15
-
-
-def _is_number(v) -> bool:
-    """A finite int or float from the config (YAML's true/false are not numbers)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_count(v) -> bool:
-    """A whole number >= 1 from the config (not a bool, not 2.5)."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 @dataclass(frozen=True)
@@ -115,19 +105,19 @@ class LabelConfig:
         if not isinstance(cfg.aux_end_buffer, bool):
             raise InputError("config:labels.aux_end_buffer", f"must be true or false, got {cfg.aux_end_buffer!r}")
         r = cfg.aux_colocalisation_px
-        if r is not None and not (_is_number(r) and r > 0):
+        if r is not None and not (is_number(r) and r > 0):
             raise InputError("config:labels.aux_colocalisation_px", f"must be null or a number of px > 0, got {r!r}")
         w = cfg.aux_end_window
-        if w is not None and not _is_count(w):
+        if w is not None and not is_count(w):
             raise InputError("config:labels.aux_end_window",
                              f"must be null or a whole number of frames >= 1, got {w!r}")
         d = cfg.aux_clathrin_drop
-        if d is not None and not _is_number(d):
+        if d is not None and not is_number(d):
             raise InputError("config:labels.aux_clathrin_drop",
                              f"must be null or a fraction of the track's maximum, got {d!r}")
         for key in ("aux_drop_frames", "aux_drop_end"):
             v = getattr(cfg, key)
-            if not _is_count(v):
+            if not is_count(v):
                 raise InputError(f"config:labels.{key}", f"must be a whole number of frames >= 1, got {v!r}")
         return cfg
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from awd.io import InputError, known_fields
+from awd.io import InputError, is_count, known_fields
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ class TrackingConfig:
         if cfg.gap_penalty < 1 or cfg.amplitude_ratio_max < 1 or cfg.amplitude_weight < 0:
             raise InputError("config:tracking",
                              "need gap_penalty >= 1, amplitude_ratio_max >= 1 and amplitude_weight >= 0")
-        k = cfg.amplitude_frames
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError("config:tracking.amplitude_frames", f"must be a whole number of detections >= 1, got {k!r}")
+        if not is_count(cfg.amplitude_frames):
+            raise InputError("config:tracking.amplitude_frames",
+                             f"must be a whole number of detections >= 1, got {cfg.amplitude_frames!r}")
         return cfg
 
 
@@ -406,15 +406,20 @@ def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.
     return nxt
 
 
+def _predecessors(nxt: np.ndarray) -> np.ndarray:
+    """``prev[j]`` = the row whose ``nxt`` is ``j``, or -1 (the inverse of the links)."""
+    prev = np.full(len(nxt), -1, np.int64)
+    src = np.flatnonzero(nxt >= 0)
+    prev[nxt[src]] = src
+    return prev
+
+
 def _track_amplitude(amp: np.ndarray, nxt: np.ndarray, k: int) -> np.ndarray:
     """Mean amplitude of each row and up to ``k - 1`` rows before it on its chain of ``nxt``
     (NaN amplitudes left out; NaN where all are missing)."""
     if k <= 1:
         return amp
-    prev = np.full(len(nxt), -1, np.int64)
-    src = np.flatnonzero(nxt >= 0)
-    prev[nxt[src]] = src
-    return _end_amplitude(amp, np.arange(len(nxt)), prev, k)
+    return _end_amplitude(amp, np.arange(len(nxt)), _predecessors(nxt), k)
 
 
 def _amp_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -426,9 +431,7 @@ def _amp_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _chain_labels(nxt: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Segment label of every row of linear chains (``nxt`` points to later frames only)."""
-    prev = np.full(len(nxt), -1, np.int64)
-    src = np.flatnonzero(nxt >= 0)
-    prev[nxt[src]] = src
+    prev = _predecessors(nxt)
     seg = np.full(len(nxt), -1, np.int64)
     starts = np.flatnonzero(prev < 0)
     seg[starts] = np.arange(len(starts))
@@ -497,9 +500,7 @@ def _windowed_ms(p, nxt, seg, ms_prior, w):
 
 def _chain_labels_any(nxt: np.ndarray) -> np.ndarray:
     """Chain labels without frame bounds (rows need not be sorted): pointer jumping."""
-    prev = np.full(len(nxt), -1, np.int64)
-    src = np.flatnonzero(nxt >= 0)
-    prev[nxt[src]] = src
+    prev = _predecessors(nxt)
     head = np.where(prev < 0, np.arange(len(nxt)), prev)
     while True:  # head[i] -> the first row of i's chain, in O(log length) rounds
         nh = head[head]
@@ -547,9 +548,7 @@ def _close_gaps(p: np.ndarray, f: np.ndarray, amp: np.ndarray | None, nxt: np.nd
     gmax = tcfg.memory + 1
     mult2 = tcfg.brown_std_mult ** 2
     _, seg, ms, s_n, ms_glob = _search_radii(p, nxt, tcfg)
-    prev = np.full(len(nxt), -1, np.int64)
-    src = np.flatnonzero(nxt >= 0)
-    prev[nxt[src]] = src
+    prev = _predecessors(nxt)
     n_seg = len(ms)
     first = np.empty(n_seg, np.int64)
     last = np.empty(n_seg, np.int64)
