@@ -22,6 +22,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from awd.transform import iter_coeffs, qmf
 
@@ -107,10 +108,9 @@ def reconstruction_loss(x: torch.Tensor, x_rec: torch.Tensor,
     _check_normalization(normalization)
     if x.shape != x_rec.shape:
         raise ValueError(f"reconstruction has shape {tuple(x_rec.shape)}, input {tuple(x.shape)}")
-    sq = (x_rec - x) ** 2
-    if normalization == "mean":
-        return sq.mean()
-    return sq.sum() / x.shape[0]
+    if normalization == "mean":  # one fused pass forward and backward (no squared-error temporary)
+        return F.mse_loss(x_rec, x, reduction="mean")
+    return F.mse_loss(x_rec, x, reduction="sum") / x.shape[0]
 
 
 def coefficient_l1(coeffs: Sequence, normalization: str = "reference") -> torch.Tensor:

@@ -19,9 +19,13 @@ Conventions (the single place they are defined)
 * dtype: input and filter must share one floating dtype (no silent casts: a float32 signal fed to a
   float64 module raises ``TypeError``); the device follows the filter (the module's parameter).
 
-Speed: every operation is a GEMM on operators built from ``h`` by scattering its taps into index
-patterns that depend only on the shapes (cached), so gradients w.r.t. ``h`` and double backward
-(needed by the TRIM interpretation loss) are plain autograd. Short 1D signals use one composed
+Speed: 2D transforms in 'zero' mode on CPU (the distillation's default) run on the direct
+kernels of :mod:`awd.kernels`: L multiply-adds per output, compiled by numba, with autograd
+functions that are each other's derivatives (exact to any order). Everything else (other modes,
+1D, other devices, an explicit ``block``, or :data:`DIRECT` off) is a GEMM on operators built
+from ``h`` by scattering its taps into index patterns that depend only on the shapes (cached), so
+gradients w.r.t. ``h`` and double backward (needed by the TRIM interpretation loss) are plain
+autograd. Short 1D signals use one composed
 J-level matrix for the analysis and one for the synthesis; longer axes are transformed level by
 level with a dense per-axis matrix (short axes) or a block-Toeplitz GEMM over chunks of the
 extended signal (long axes). The overlapping windows of those chunks come from a pair of
@@ -40,6 +44,8 @@ import pywt
 import torch
 from torch import nn
 
+from . import kernels
+
 #: Boundary modes supported (pywt names).
 MODES = ("zero", "symmetric", "reflect", "periodic", "periodization")
 
@@ -50,6 +56,10 @@ COMPOSITE_MAX = 96
 DENSE_AXIS_MAX = 96
 #: Output pairs per chunk of the block-Toeplitz GEMM (at least about L/2 for long filters).
 BLOCK = 8
+
+#: Use the direct zero-mode kernels (:mod:`awd.kernels`) for 2D transforms where they apply
+#: (``block=None``, CPU, float32/float64); False keeps the GEMMs everywhere (benchmarks compare both).
+DIRECT = True
 
 Wave = Union[str, "pywt.Wavelet", np.ndarray, Sequence[float], torch.Tensor]
 
@@ -611,6 +621,12 @@ def _check_level(sizes: Sequence[int], L: int, J: int) -> None:
                       "boundary effects.", stacklevel=3)
 
 
+def _direct(x: torch.Tensor, mode: str, block: int | None) -> bool:
+    """Whether this transform runs on the direct kernels of :mod:`awd.kernels` (automatic
+    algorithm, zero mode, CPU float tensors, :data:`DIRECT` on) instead of the GEMMs."""
+    return DIRECT and block is None and kernels.usable(x, mode)
+
+
 def _wavedec(bank: _Bank, x: torch.Tensor, J: int, mode: str, block: int | None) -> list:
     _check_tensor(x, bank.h, "input", 1)
     n, L = x.shape[-1], bank.L
@@ -669,6 +685,11 @@ def _wavedec2(bank: _Bank, x: torch.Tensor, J: int, mode: str, block: int | None
     batch = x.shape[:-2]
     a = x.reshape(-1, H, W)
     details = []
+    if _direct(x, mode, block):
+        for _ in range(J):
+            a, cH, cV, cD = kernels.analysis2(a, bank.W)
+            details.append(tuple(t.reshape(*batch, *t.shape[-2:]) for t in (cH, cV, cD)))
+        return [a.reshape(*batch, *a.shape[-2:])] + details[::-1]
     for _ in range(J):
         z = _analyze_rows(bank, _analyze_last(bank, a, mode, block), mode, block)  # [2nh, B, 2nw]
         # bands[c][r] (c: band along W, r: along H); unbind keeps the backward to two stacks
@@ -702,6 +723,9 @@ def _waverec2(bank: _Bank, coeffs: Sequence, mode: str, block: int | None) -> to
         nh, nw = (_matched_len(s, t) for s, t in zip(a.shape[-2:], shapes.pop() if shapes else a.shape[-2:]))
         a = a[:, :nh, :nw]
         cH, cV, cD = (torch.zeros_like(a) if d is None else d.reshape(-1, nh, nw) for d in level)
+        if _direct(a, mode, block):
+            a = kernels.synthesis2(a, cH, cV, cD, bank.W, (rec_len(nh, bank.L, mode), rec_len(nw, bank.L, mode)))
+            continue
         u0 = _synthesize_last(bank, a, cV, mode, block)  # along W: [B, nh, rw]
         u1 = _synthesize_last(bank, cH, cD, mode, block)
         a = _synthesize_rows(bank, u0, u1, mode, block).transpose(0, 1)  # along H: [B, rh, rw]
@@ -733,7 +757,8 @@ def wavedec2(x: torch.Tensor, h: torch.Tensor, J: int, mode: str = "zero", *,
              block: int | None = None) -> list:
     """J-level separable 2D DWT of ``x`` (..., H, W) over the last two axes:
     ``[cA_J, (cH_J, cV_J, cD_J), ..., (cH_1, cV_1, cD_1)]``, equal to ``pywt.wavedec2``.
-    ``block`` as in :func:`wavedec` (0 = dense per-axis matrices)."""
+    ``block`` as in :func:`wavedec` (0 = dense per-axis matrices); None takes the direct kernels
+    of :mod:`awd.kernels` in 'zero' mode on CPU (the same values to float rounding)."""
     _check_filter_tensor(h)
     return _wavedec2(_Bank(h), x, J, _check_mode(mode), block)
 

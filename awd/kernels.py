@@ -1,0 +1,366 @@
+"""Direct (compiled) kernels of the zero-mode filter-bank pass, with exact autograd of any order.
+
+One analysis pass of :mod:`awd.transform` along an axis of length n is, in 'zero' mode, the
+stride-2 correlation ``D``:
+
+    Y[k, b, o] = sum_j F[k, j] x[b, 2o + j - s],   s = L - 2,  o < (n + L - 1) // 2,
+
+with the filters ``F = [h; g]`` (K = 2, length L) and x zero outside [0, n). Its transpose in x is
+the zero-mode synthesis ``U`` (output length n; pywt's ``idwt`` length 2 nc - L + 2 when n is
+taken so), and its transpose in F is the correlation ``C``:
+
+    U(Y, F)[b, p] = sum_{k, o, j: 2o + j - s = p} F[k, j] Y[k, b, o]
+    C(x, Y)[k, j] = sum_{b, o} Y[k, b, o] x[b, 2o + j - s].
+
+All three are bilinear and their derivatives are each other (``dD/dx^T = U``, ``dD/dF^T = C``,
+``dU/dY^T = D``, ``dU/dF^T = C`` with the roles swapped, ``dC/dx^T = U``, ``dC/dY^T = D``), so
+three autograd functions give exact gradients of every order, as the TRIM losses need.
+
+Each runs along axis 1 ('cols') or axis 2 ('rows') of a C-contiguous (B, n, m) array, with the
+two bands as two arrays (no stacking, no band gathering in the backward): down the rows every
+output is a register sum over the taps of whole rows, vectorised over the contiguous axis; along
+the rows the signal is first split into its even and odd samples (polyphase), so the inner loops
+are unit-stride SIMD code too. The kernels are compiled per filter length (the tap loops unroll).
+Against the GEMMs of :mod:`awd.transform` this does L multiply-adds per output instead of a dense
+chunk, and no window copies (``benchmarks/out/distill_throughput.md``, ``benchmarks/README.md``).
+A call over many items splits its batch over ``torch.get_num_threads()`` threads (the kernels
+release the GIL); the filter correlations add fixed blocks of items in a fixed order, so no value
+depends on the thread count. Inside :func:`awd.distill._run_pieces` each piece runs on one thread.
+
+Needs numba (a dependency); :data:`AVAILABLE` is False without it, and the transforms then use
+their GEMM path for every mode.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+try:  # pragma: no cover - exercised by the import itself
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
+#: Whether the compiled kernels can be used (numba importable).
+AVAILABLE = numba is not None
+
+#: Batch items per partial sum of the filter correlation: the partials are added in a fixed
+#: order, so the gradients do not depend on how many threads computed them.
+CORR_BLOCK = 8
+#: Calls with fewer output values than this run on the calling thread only.
+PARALLEL_MIN = 1 << 17
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(L: int) -> dict:
+    """The six kernels for the two filters of length L, compiled with L as a constant (numba
+    freezes closure variables): the tap loops unroll and each output is accumulated in a
+    register over all its taps before one store, instead of one pass over the row per tap.
+    Compiled code is cached on disk per (L, dtype). Each kernel fills the batch items
+    b0 <= b < b1 (a thread's share); the correlations fill per-block float64 partial sums."""
+    S, HALF, S2 = L - 2, L // 2, (L - 2) // 2
+    jit = numba.njit(nogil=True, fastmath=True, cache=True)
+
+    @jit
+    def split_row(src, n, xe, xo):
+        """xe[S2 + q] = src[2q], xo[S2 + q] = src[2q + 1] (the rest of xe, xo stays zero)."""
+        for q in range((n + 1) // 2):
+            xe[S2 + q] = src[2 * q]
+        for q in range(n // 2):
+            xo[S2 + q] = src[2 * q + 1]
+
+    @jit
+    def down_cols(x, F, y0, y1, b0, b1):
+        n, m = x.shape[1], x.shape[2]
+        no = y0.shape[1]
+        for b in range(b0, b1):
+            for o in range(no):
+                r0, r1 = y0[b, o], y1[b, o]
+                jlo, jhi = max(0, S - 2 * o), min(L, n + S - 2 * o)
+                if jlo == 0 and jhi == L:  # every tap inside: one register sum per output
+                    for c in range(m):
+                        v = x[b, 2 * o - S, c]
+                        a0, a1 = F[0, 0] * v, F[1, 0] * v
+                        for j in range(1, L):
+                            v = x[b, 2 * o - S + j, c]
+                            a0 += F[0, j] * v
+                            a1 += F[1, j] * v
+                        r0[c], r1[c] = a0, a1
+                else:
+                    for c in range(m):
+                        r0[c], r1[c] = 0.0, 0.0
+                    for j in range(jlo, jhi):
+                        f0, f1 = F[0, j], F[1, j]
+                        src = x[b, 2 * o + j - S]
+                        for c in range(m):
+                            r0[c] += f0 * src[c]
+                            r1[c] += f1 * src[c]
+
+    @jit
+    def down_rows(x, F, y0, y1, b0, b1):
+        r, n = x.shape[1], x.shape[2]
+        no = y0.shape[2]
+        xe = np.zeros(no + HALF, dtype=x.dtype)
+        xo = np.zeros(no + HALF, dtype=x.dtype)
+        for b in range(b0, b1):
+            for i in range(r):
+                split_row(x[b, i], n, xe, xo)
+                r0, r1 = y0[b, i], y1[b, i]
+                for o in range(no):
+                    a0 = F[0, 0] * xe[o] + F[0, 1] * xo[o]
+                    a1 = F[1, 0] * xe[o] + F[1, 1] * xo[o]
+                    for t in range(1, HALF):
+                        a0 += F[0, 2 * t] * xe[o + t] + F[0, 2 * t + 1] * xo[o + t]
+                        a1 += F[1, 2 * t] * xe[o + t] + F[1, 2 * t + 1] * xo[o + t]
+                    r0[o], r1[o] = a0, a1
+
+    @jit
+    def up_cols(y0, y1, F, out, b0, b1):
+        no, m = y0.shape[1], y0.shape[2]
+        n = out.shape[1]
+        for b in range(b0, b1):
+            for p in range(n):
+                row = out[b, p]
+                par = p % 2
+                o_hi = (p + S - par) // 2  # tap par + 2t reads coefficient o_hi - t
+                if o_hi < no and o_hi - HALF + 1 >= 0:  # every tap inside
+                    for c in range(m):
+                        acc = F[0, par] * y0[b, o_hi, c] + F[1, par] * y1[b, o_hi, c]
+                        for t in range(1, HALF):
+                            acc += F[0, par + 2 * t] * y0[b, o_hi - t, c] + F[1, par + 2 * t] * y1[b, o_hi - t, c]
+                        row[c] = acc
+                else:
+                    for c in range(m):
+                        row[c] = 0.0
+                    for j in range(par, L, 2):
+                        o = (p + S - j) // 2
+                        if o >= 0 and o < no:
+                            f0, f1 = F[0, j], F[1, j]
+                            s0, s1 = y0[b, o], y1[b, o]
+                            for c in range(m):
+                                row[c] += f0 * s0[c] + f1 * s1[c]
+
+    @jit
+    def up_rows(y0, y1, F, out, b0, b1):
+        r, no = y0.shape[1], y0.shape[2]
+        n = out.shape[2]
+        ne, nodd = (n + 1) // 2, n // 2
+        # out[2q] = sum_{k, u} F[k, 2(S2 - u)] y_k[q + u], out[2q + 1] the same with F[k, 2(S2 - u) + 1]:
+        # unit-stride correlations of zero-padded copies of the rows (q + u < ne + HALF)
+        ev = np.empty(ne, dtype=out.dtype)
+        od = np.empty(ne, dtype=out.dtype)
+        p0 = np.zeros(ne + HALF, dtype=out.dtype)
+        p1 = np.zeros(ne + HALF, dtype=out.dtype)
+        top = min(no, ne + HALF)
+        for b in range(b0, b1):
+            for i in range(r):
+                s0, s1 = y0[b, i], y1[b, i]
+                for q in range(top):
+                    p0[q], p1[q] = s0[q], s1[q]
+                for q in range(ne):
+                    ae = F[0, 2 * S2] * p0[q] + F[1, 2 * S2] * p1[q]
+                    ao = F[0, 2 * S2 + 1] * p0[q] + F[1, 2 * S2 + 1] * p1[q]
+                    for u in range(1, HALF):
+                        ae += F[0, 2 * (S2 - u)] * p0[q + u] + F[1, 2 * (S2 - u)] * p1[q + u]
+                        ao += F[0, 2 * (S2 - u) + 1] * p0[q + u] + F[1, 2 * (S2 - u) + 1] * p1[q + u]
+                    ev[q], od[q] = ae, ao
+                row = out[b, i]
+                for q in range(ne):
+                    row[2 * q] = ev[q]
+                for q in range(nodd):
+                    row[2 * q + 1] = od[q]
+
+    @jit
+    def corr_cols(x, y0, y1, out, block, blk0, blk1):
+        B, no, m = y0.shape
+        n = x.shape[1]
+        zero = np.zeros(1, dtype=y0.dtype)[0]
+        for blk in range(blk0, blk1):
+            out[blk] = 0.0
+            for b in range(blk * block, min(B, (blk + 1) * block)):
+                for o in range(no):
+                    s0, s1 = y0[b, o], y1[b, o]
+                    for j in range(max(0, S - 2 * o), min(L, n + S - 2 * o)):
+                        src = x[b, 2 * o + j - S]
+                        d0, d1 = zero, zero
+                        for c in range(m):
+                            d0 += s0[c] * src[c]
+                            d1 += s1[c] * src[c]
+                        out[blk, 0, j] += d0
+                        out[blk, 1, j] += d1
+
+    @jit
+    def corr_rows(x, y0, y1, out, block, blk0, blk1):
+        B, r, no = y0.shape
+        n = x.shape[2]
+        xe = np.zeros(no + HALF, dtype=x.dtype)
+        xo = np.zeros(no + HALF, dtype=x.dtype)
+        zero = np.zeros(1, dtype=y0.dtype)[0]
+        for blk in range(blk0, blk1):
+            out[blk] = 0.0
+            for b in range(blk * block, min(B, (blk + 1) * block)):
+                for i in range(r):
+                    split_row(x[b, i], n, xe, xo)
+                    s0, s1 = y0[b, i], y1[b, i]
+                    for t in range(HALF):
+                        e0, o0, e1, o1 = zero, zero, zero, zero
+                        for o in range(no):
+                            e0 += s0[o] * xe[o + t]
+                            o0 += s0[o] * xo[o + t]
+                            e1 += s1[o] * xe[o + t]
+                            o1 += s1[o] * xo[o + t]
+                        out[blk, 0, 2 * t] += e0
+                        out[blk, 0, 2 * t + 1] += o0
+                        out[blk, 1, 2 * t] += e1
+                        out[blk, 1, 2 * t + 1] += o1
+
+    return {"down": {"cols": down_cols, "rows": down_rows}, "up": {"cols": up_cols, "rows": up_rows},
+            "corr": {"cols": corr_cols, "rows": corr_rows}}
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads(items: int, size: int) -> int:
+    """Threads for a call over ``items`` batch items (or blocks) writing ``size`` values."""
+    return max(1, min(torch.get_num_threads(), items)) if size >= PARALLEL_MIN else 1
+
+
+def _run(kernel, items: int, size: int, *args) -> None:
+    """``kernel(*args, lo, hi)`` over [0, items), split into contiguous shares run side by side
+    on up to ``torch.get_num_threads()`` threads (the kernels release the GIL)."""
+    global _pool
+    threads = _threads(items, size)
+    if threads <= 1:
+        kernel(*args, 0, items)
+        return
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(max_workers=max(threads, os.cpu_count() or 1))
+    bounds = [round(i * items / threads) for i in range(threads + 1)]
+    for f in [_pool.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
+        f.result()
+
+
+def out_len(n: int, L: int) -> int:
+    """Coefficients per band of a zero-mode analysis of n samples (pywt ``dwt_coeff_len``)."""
+    return (n + L - 1) // 2
+
+
+def _length(x: torch.Tensor, axis: str) -> int:
+    return x.shape[1] if axis == "cols" else x.shape[2]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A C-contiguous NumPy view of ``t`` (a copy only where autograd passes a non-contiguous
+    gradient or a zero placeholder)."""
+    return t.detach().contiguous().numpy(force=True)
+
+
+def _down(x: torch.Tensor, F: torch.Tensor, axis: str) -> tuple[torch.Tensor, torch.Tensor]:
+    B, n, m = x.shape
+    L = F.shape[1]
+    shape = (B, out_len(n, L), m) if axis == "cols" else (B, n, out_len(m, L))
+    y0, y1 = torch.empty(shape, dtype=x.dtype), torch.empty(shape, dtype=x.dtype)
+    if y0.numel():
+        _run(_kernels(L)["down"][axis], B, 2 * y0.numel(), _np(x), _np(F), y0.numpy(), y1.numpy())
+    return y0, y1
+
+
+def _up(y0: torch.Tensor, y1: torch.Tensor, F: torch.Tensor, axis: str, n: int) -> torch.Tensor:
+    B, a, c = y0.shape
+    out = torch.empty((B, n, c) if axis == "cols" else (B, a, n), dtype=y0.dtype)
+    if out.numel():
+        _run(_kernels(F.shape[1])["up"][axis], B, out.numel(), _np(y0), _np(y1), _np(F), out.numpy())
+    return out
+
+
+def _corr(x: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, axis: str, L: int) -> torch.Tensor:
+    B = y0.shape[0]
+    blocks = -(-B // CORR_BLOCK)
+    partial = np.zeros((blocks, 2, L))
+    if y0.numel() and x.numel():
+        _run(_kernels(L)["corr"][axis], blocks, 2 * y0.numel(), _np(x), _np(y0), _np(y1), partial, CORR_BLOCK)
+    return torch.from_numpy(partial.sum(axis=0)).to(y0.dtype)
+
+
+class Down(torch.autograd.Function):
+    """``D(x, F)`` along ``axis`` of x (B, n, m): the two bands, each (B, no, m) for 'cols' or
+    (B, n, no) for 'rows'."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, F: torch.Tensor, axis: str):
+        ctx.save_for_backward(x, F)
+        ctx.axis = axis
+        return _down(x, F, axis)
+
+    @staticmethod
+    def backward(ctx, g0: torch.Tensor, g1: torch.Tensor):
+        x, F = ctx.saved_tensors
+        gx = Up.apply(g0, g1, F, ctx.axis, _length(x, ctx.axis)) if ctx.needs_input_grad[0] else None
+        gF = Corr.apply(x, g0, g1, ctx.axis, F.shape[1]) if ctx.needs_input_grad[1] else None
+        return gx, gF, None
+
+
+class Up(torch.autograd.Function):
+    """``U(y0, y1, F)``, the transpose of :class:`Down` in x, with output length ``n`` along ``axis``."""
+
+    @staticmethod
+    def forward(ctx, y0: torch.Tensor, y1: torch.Tensor, F: torch.Tensor, axis: str, n: int):
+        ctx.save_for_backward(y0, y1, F)
+        ctx.axis = axis
+        return _up(y0, y1, F, axis, n)
+
+    @staticmethod
+    def backward(ctx, gx: torch.Tensor):
+        y0, y1, F = ctx.saved_tensors
+        g0 = g1 = gF = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            g0, g1 = Down.apply(gx, F, ctx.axis)
+        if ctx.needs_input_grad[2]:
+            gF = Corr.apply(gx, y0, y1, ctx.axis, F.shape[1])
+        return g0, g1, gF, None, None
+
+
+class Corr(torch.autograd.Function):
+    """``C(x, y0, y1)``: the (2, L) filter gradient of ``<y0, D_0(x, F)> + <y1, D_1(x, F)>``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, axis: str, L: int):
+        ctx.save_for_backward(x, y0, y1)
+        ctx.axis = axis
+        return _corr(x, y0, y1, axis, L)
+
+    @staticmethod
+    def backward(ctx, gF: torch.Tensor):
+        x, y0, y1 = ctx.saved_tensors
+        gx = g0 = g1 = None
+        if ctx.needs_input_grad[0]:
+            gx = Up.apply(y0, y1, gF, ctx.axis, _length(x, ctx.axis))
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            g0, g1 = Down.apply(x, gF, ctx.axis)
+        return gx, g0, g1, None, None
+
+
+def usable(x: torch.Tensor, mode: str) -> bool:
+    """Whether a transform of ``x`` in ``mode`` can run on these kernels (zero mode, CPU, float)."""
+    return (AVAILABLE and mode == "zero" and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64))
+
+
+def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One 2D zero-mode analysis level of a (B, H, W): (cA, cH, cV, cD), each (B, nh, nw)."""
+    lo, hi = Down.apply(a, F, "cols")  # low / high pass along H
+    cA, cV = Down.apply(lo, F, "rows")
+    cH, cD = Down.apply(hi, F, "rows")
+    return cA, cH, cV, cD
+
+
+def synthesis2(cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
+               shape: tuple[int, int]) -> torch.Tensor:
+    """One 2D zero-mode synthesis level (the transpose of :func:`analysis2`) to ``shape`` (rh, rw)."""
+    lo = Up.apply(cA, cV, F, "rows", shape[1])
+    hi = Up.apply(cH, cD, F, "rows", shape[1])
+    return Up.apply(lo, hi, F, "cols", shape[0])
