@@ -66,11 +66,13 @@ def _kernels(L: int) -> dict:
 
     @jit
     def split_row(src, n, xe, xo):
-        """xe[S2 + q] = src[2q], xo[S2 + q] = src[2q + 1] (the rest of xe, xo stays zero)."""
-        for q in range((n + 1) // 2):
-            xe[S2 + q] = src[2 * q]
+        """xe[S2 + q] = src[2q], xo[S2 + q] = src[2q + 1] (the rest of xe, xo stays zero); one
+        loop over the pairs, so that the strided loads vectorise as one interleaved group."""
         for q in range(n // 2):
+            xe[S2 + q] = src[2 * q]
             xo[S2 + q] = src[2 * q + 1]
+        if n % 2:
+            xe[S2 + n // 2] = src[n - 1]
 
     @jit
     def down_cols(x, F, y0, y1, b0, b1):
@@ -168,10 +170,11 @@ def _kernels(L: int) -> dict:
                         ao += F[0, 2 * (S2 - u) + 1] * p0[q + u] + F[1, 2 * (S2 - u) + 1] * p1[q + u]
                     ev[q], od[q] = ae, ao
                 row = out[b, i]
-                for q in range(ne):
+                for q in range(nodd):  # interleave: one loop, stores as one group
                     row[2 * q] = ev[q]
-                for q in range(nodd):
                     row[2 * q + 1] = od[q]
+                if n % 2:
+                    row[n - 1] = ev[nodd]
 
     @jit
     def corr_cols(x, y0, y1, out, block, blk0, blk1):
@@ -222,6 +225,15 @@ def _kernels(L: int) -> dict:
 
 
 _pool: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    """After a fork the child has none of the pool's threads: start a new pool on next use."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _threads(items: int, size: int) -> int:

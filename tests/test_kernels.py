@@ -1,6 +1,8 @@
 """The direct zero-mode kernels (awd.kernels) against PyWavelets, the GEMM transforms and autograd."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import pywt
@@ -148,3 +150,22 @@ def test_only_zero_mode_cpu_float_tensors_take_the_kernels():
     finally:
         T.DIRECT = True
     assert T._direct(x, "zero", None) and not T._direct(x, "zero", 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_forgets_the_parents_thread_pool():
+    """The pool's threads do not survive a fork: a child must start its own pool, not queue
+    work on the parent's (which would wait forever)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        K.analysis2(torch.randn(24, 96, 96), _bank("db5", torch.float32)[1])  # starts the pool here
+    finally:
+        torch.set_num_threads(threads)
+    assert K._pool is not None
+    pid = os.fork()
+    if pid == 0:  # the child: no torch work (OpenMP is not fork-safe), only the pool's state
+        os._exit(0 if K._pool is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert K._pool is not None  # the parent keeps its pool
