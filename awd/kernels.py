@@ -54,6 +54,16 @@ CORR_BLOCK = 8
 PARALLEL_MIN = 1 << 17
 
 
+def _jit(fn):
+    """numba-compile ``fn`` (GIL released, fast math), cached on disk where numba finds a
+    writable place (beside the source, or the user's cache directory); without one (a read-only
+    install and no writable home) it is compiled in every process instead of failing."""
+    try:
+        return numba.njit(nogil=True, fastmath=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, fastmath=True)(fn)
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels(L: int) -> dict:
     """The six kernels for the two filters of length L, compiled with L as a constant (numba
@@ -62,7 +72,7 @@ def _kernels(L: int) -> dict:
     Compiled code is cached on disk per (L, dtype). Each kernel fills the batch items
     b0 <= b < b1 (a thread's share); the correlations fill per-block float64 partial sums."""
     S, HALF, S2 = L - 2, L // 2, (L - 2) // 2
-    jit = numba.njit(nogil=True, fastmath=True, cache=True)
+    jit = _jit
 
     @jit
     def split_row(src, n, xe, xo):

@@ -169,3 +169,19 @@ def test_a_forked_child_forgets_the_parents_thread_pool():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert K._pool is not None  # the parent keeps its pool
+
+
+def test_kernels_compile_without_a_writable_cache_location(monkeypatch):
+    """A read-only install with no writable cache directory compiles the kernels in memory
+    instead of failing (numba raises when no cache locator applies)."""
+    import numba.core.caching as caching
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator"):
+        K.numba.njit(cache=True)(lambda v: v)  # what the kernels would meet
+    monkeypatch.setattr(K, "_kernels", K._kernels.__wrapped__)  # build afresh, not from the lru cache
+    h, F = _bank("db2")
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((2, 9, 12)))
+    cA = K.analysis2(x, F)[0]
+    ref = pywt.dwt2(x.numpy(), pywt.Wavelet("db2"), mode="zero", axes=(-2, -1))[0]
+    np.testing.assert_allclose(cA.numpy(), ref, rtol=0, atol=1e-12)
