@@ -72,9 +72,8 @@ def _kernels(L: int) -> dict:
     Compiled code is cached on disk per (L, dtype). Each kernel fills the batch items
     b0 <= b < b1 (a thread's share); the correlations fill per-block float64 partial sums."""
     S, HALF, S2 = L - 2, L // 2, (L - 2) // 2
-    jit = _jit
 
-    @jit
+    @_jit
     def split_row(src, n, xe, xo):
         """xe[S2 + q] = src[2q], xo[S2 + q] = src[2q + 1] (the rest of xe, xo stays zero); one
         loop over the pairs, so that the strided loads vectorise as one interleaved group."""
@@ -84,7 +83,7 @@ def _kernels(L: int) -> dict:
         if n % 2:
             xe[S2 + n // 2] = src[n - 1]
 
-    @jit
+    @_jit
     def down_cols(x, F, y0, y1, b0, b1):
         n, m = x.shape[1], x.shape[2]
         no = y0.shape[1]
@@ -111,7 +110,7 @@ def _kernels(L: int) -> dict:
                             r0[c] += f0 * src[c]
                             r1[c] += f1 * src[c]
 
-    @jit
+    @_jit
     def down_rows(x, F, y0, y1, b0, b1):
         r, n = x.shape[1], x.shape[2]
         no = y0.shape[2]
@@ -129,7 +128,7 @@ def _kernels(L: int) -> dict:
                         a1 += F[1, 2 * t] * xe[o + t] + F[1, 2 * t + 1] * xo[o + t]
                     r0[o], r1[o] = a0, a1
 
-    @jit
+    @_jit
     def up_cols(y0, y1, F, out, b0, b1):
         no, m = y0.shape[1], y0.shape[2]
         n = out.shape[1]
@@ -155,7 +154,7 @@ def _kernels(L: int) -> dict:
                             for c in range(m):
                                 row[c] += f0 * s0[c] + f1 * s1[c]
 
-    @jit
+    @_jit
     def up_rows(y0, y1, F, out, b0, b1):
         r, no = y0.shape[1], y0.shape[2]
         n = out.shape[2]
@@ -186,7 +185,7 @@ def _kernels(L: int) -> dict:
                 if n % 2:
                     row[n - 1] = ev[nodd]
 
-    @jit
+    @_jit
     def corr_cols(x, y0, y1, out, block, blk0, blk1):
         B, no, m = y0.shape
         n = x.shape[1]
@@ -205,7 +204,7 @@ def _kernels(L: int) -> dict:
                         out[blk, 0, j] += d0
                         out[blk, 1, j] += d1
 
-    @jit
+    @_jit
     def corr_rows(x, y0, y1, out, block, blk0, blk1):
         B, r, no = y0.shape
         n = x.shape[2]
@@ -235,12 +234,13 @@ def _kernels(L: int) -> dict:
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def _forget_pool() -> None:
     """After a fork the child has none of the pool's threads: start a new pool on next use."""
-    global _pool
-    _pool = None
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -254,13 +254,16 @@ def _threads(items: int, size: int) -> int:
 def _run(kernel, items: int, size: int, *args) -> None:
     """``kernel(*args, lo, hi)`` over [0, items), split into contiguous shares run side by side
     on up to ``torch.get_num_threads()`` threads (the kernels release the GIL)."""
-    global _pool
+    global _pool, _pool_size
     threads = _threads(items, size)
     if threads <= 1:
         kernel(*args, 0, items)
         return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(max_workers=max(threads, os.cpu_count() or 1))
+    if _pool_size < threads:  # none yet, or more threads asked than it has: a larger one
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool_size = max(threads, os.cpu_count() or 1)
+        _pool = ThreadPoolExecutor(max_workers=_pool_size)
     bounds = [round(i * items / threads) for i in range(threads + 1)]
     for f in [_pool.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
         f.result()
