@@ -355,8 +355,8 @@ def _batch(A: torch.Tensor | Rows | np.ndarray, key: torch.Tensor | slice, dtype
     (ascending row order, returned in the order asked as ``dtype``: the values a tensor of all of
     ``A`` would give; the memory map's pages handed back to the kernel), so only the batch stays
     resident."""
-    if isinstance(A, torch.Tensor):
-        return A[key].to(device)
+    if isinstance(A, torch.Tensor):  # index_select: one copy per row (A[key] is ~4x slower)
+        return (A.index_select(0, key) if isinstance(key, torch.Tensor) else A[key]).to(device)
     if isinstance(key, torch.Tensor):
         key = key.cpu().numpy()
     if isinstance(A, np.memmap):

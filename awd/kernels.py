@@ -27,8 +27,12 @@ A call over many items splits its batch over ``torch.get_num_threads()`` threads
 release the GIL); the filter correlations add fixed blocks of items in a fixed order, so no value
 depends on the thread count. Inside :func:`awd.distill._run_pieces` each piece runs on one thread.
 
+Two loss passes live here too, for the same reason (one pass over memory instead of several):
+:class:`SquaredDistance` (the reconstruction error) and :class:`AbsSum` (the L1 terms), each a
+float64 sum per batch item, used by :mod:`awd.losses` on CPU float tensors.
+
 Needs numba (a dependency); :data:`AVAILABLE` is False without it, and the transforms then use
-their GEMM path for every mode.
+their GEMM path for every mode (and the losses torch's ops).
 """
 from __future__ import annotations
 
@@ -54,14 +58,14 @@ CORR_BLOCK = 8
 PARALLEL_MIN = 1 << 17
 
 
-def _jit(fn):
+def _jit(fn, fastmath: bool | set = True):
     """numba-compile ``fn`` (GIL released, fast math), cached on disk where numba finds a
     writable place (beside the source, or the user's cache directory); without one (a read-only
     install and no writable home) it is compiled in every process instead of failing."""
     try:
-        return numba.njit(nogil=True, fastmath=True, cache=True)(fn)
+        return numba.njit(nogil=True, fastmath=fastmath, cache=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, fastmath=True)(fn)
+        return numba.njit(nogil=True, fastmath=fastmath)(fn)
 
 
 @functools.lru_cache(maxsize=None)
@@ -367,6 +371,114 @@ class Corr(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             g0, g1 = Down.apply(x, gF, ctx.axis)
         return gx, g0, g1, None, None
+
+
+#: fast-math flags of the loss reductions: reordered (vectorised) sums, but NaN and infinity
+#: kept, so a diverging batch still gives a non-finite loss
+_REDUCE_MATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_kernels() -> dict:
+    """The kernels of :class:`SquaredDistance` and :class:`AbsSum`, each over the rows lo <= i < hi
+    of 2D arrays (one batch item a row), sums accumulated in float64."""
+
+    jit = functools.partial(_jit, fastmath=_REDUCE_MATH)
+
+    @jit
+    def squared_distance(a, b, out, lo, hi):
+        """out[i] = sum_k (a[i, k] - b[i, k])^2."""
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(a.shape[1]):
+                d = np.float64(a[i, k]) - np.float64(b[i, k])
+                acc += d * d
+            out[i] = acc
+
+    @jit
+    def abs_sum(a, out, lo, hi):
+        """out[i] = sum_k |a[i, k]|."""
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(a.shape[1]):
+                acc += abs(np.float64(a[i, k]))
+            out[i] = acc
+
+    @jit
+    def sign_times(a, g, out, lo, hi):
+        """out[i, k] = g sign(a[i, k]), 0 at 0 and at NaN (as torch.sign)."""
+        for i in range(lo, hi):
+            for k in range(a.shape[1]):
+                v = a[i, k]
+                out[i, k] = g if v > 0 else (-g if v < 0 else 0.0)
+
+    return {"squared_distance": squared_distance, "abs_sum": abs_sum, "sign_times": sign_times}
+
+
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a C-contiguous 2D array, one batch item a row (a scalar as one row)."""
+    return _np(t).reshape(len(t), -1) if t.dim() else _np(t).reshape(1, 1)
+
+
+def _row_sums(kernel: str, *arrays: np.ndarray) -> float:
+    """The per-row sums of a loss kernel over 2D arrays, added in row order (thread-count independent)."""
+    rows = np.zeros(len(arrays[0]))
+    if arrays[0].size:
+        _run(_loss_kernels()[kernel], len(rows), arrays[0].size, *arrays, rows)
+    return float(rows.sum())
+
+
+class SquaredDistance(torch.autograd.Function):
+    """``sum((a - b)^2)`` of two tensors of one shape in one pass (no difference or squared
+    temporaries, each batch item's sum in float64); the backward, ``2 g (a - b)``, is one pass too
+    and itself differentiable. Replaces torch's ``mse_loss`` (three passes and a zero fill) in
+    the reconstruction loss."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor):
+        ctx.save_for_backward(a, b)
+        return torch.tensor(_row_sums("squared_distance", _rows(a), _rows(b)), dtype=a.dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        d = a - b
+        ga = d * (2 * g) if torch.is_grad_enabled() else d.mul_(2 * g)  # in place unless a graph is built
+        return (ga if ctx.needs_input_grad[0] else None), (-ga if ctx.needs_input_grad[1] else None)
+
+
+class AbsSum(torch.autograd.Function):
+    """``sum_t sum(|t|)`` over several tensors, one pass each (no absolute-value temporaries, each
+    batch item's sum in float64); the backward writes ``g sign(t)`` in one pass per tensor (torch:
+    a sign pass and a product pass)."""
+
+    @staticmethod
+    def forward(ctx, *tensors: torch.Tensor):
+        ctx.save_for_backward(*tensors)
+        return torch.tensor(sum(_row_sums("abs_sum", _rows(t)) for t in tensors), dtype=tensors[0].dtype)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        grads = []
+        for t, needed in zip(ctx.saved_tensors, ctx.needs_input_grad):
+            if not needed:
+                grads.append(None)
+            elif torch.is_grad_enabled():  # a graph of the backward: differentiable in g
+                grads.append(torch.sign(t) * g)
+            else:
+                out = torch.empty(t.shape, dtype=t.dtype)
+                a = _rows(t)
+                if a.size:
+                    _run(_loss_kernels()["sign_times"], len(a), a.size, a, a.dtype.type(g.item()),
+                         out.numpy().reshape(a.shape))
+                grads.append(out)
+        return tuple(grads)
+
+
+def fusable(*tensors: torch.Tensor) -> bool:
+    """Whether :class:`SquaredDistance` and :class:`AbsSum` take these tensors (CPU, one float dtype)."""
+    return AVAILABLE and bool(tensors) and tensors[0].dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == tensors[0].dtype for t in tensors)
 
 
 def usable(x: torch.Tensor, mode: str) -> bool:

@@ -24,9 +24,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from awd import kernels
 from awd.transform import iter_coeffs, qmf
 
 NORMALIZATIONS = ("reference", "mean")
+#: Whether the squared error and the L1 sums run as single fused passes on CPU
+#: (:class:`awd.kernels.SquaredDistance`, :class:`awd.kernels.AbsSum`: float64 sums, no temporaries)
+#: instead of torch's element-wise ops; the gradients are the same.
+FUSED = True
 
 #: Names of the five filter (wavelet-validity) terms, in the reference's order.
 FILTER_TERMS = ("lowpass_sum", "highpass_sum", "unit_norm", "cmf", "orthogonality")
@@ -108,9 +113,11 @@ def reconstruction_loss(x: torch.Tensor, x_rec: torch.Tensor,
     _check_normalization(normalization)
     if x.shape != x_rec.shape:
         raise ValueError(f"reconstruction has shape {tuple(x_rec.shape)}, input {tuple(x.shape)}")
-    if normalization == "mean":  # one fused pass forward and backward (no squared-error temporary)
-        return F.mse_loss(x_rec, x, reduction="mean")
-    return F.mse_loss(x_rec, x, reduction="sum") / x.shape[0]
+    if FUSED and kernels.fusable(x_rec, x):
+        total = kernels.SquaredDistance.apply(x_rec, x)
+    else:
+        total = F.mse_loss(x_rec, x, reduction="sum")
+    return total / (x.numel() if normalization == "mean" else x.shape[0])
 
 
 def coefficient_l1(coeffs: Sequence, normalization: str = "reference") -> torch.Tensor:
@@ -122,7 +129,10 @@ def coefficient_l1(coeffs: Sequence, normalization: str = "reference") -> torch.
     """
     _check_normalization(normalization)
     tensors = list(iter_coeffs(coeffs))
-    total = sum(t.abs().sum() for t in tensors)
+    if FUSED and kernels.fusable(*tensors):
+        total = kernels.AbsSum.apply(*tensors)
+    else:
+        total = sum(t.abs().sum() for t in tensors)
     if normalization == "mean":
         return total / sum(t.numel() for t in tensors)
     return total / (len(coeffs) * tensors[0].shape[0])

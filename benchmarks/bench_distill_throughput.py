@@ -1,8 +1,8 @@
-"""2D distillation throughput at the paper's map size: three implementations in one run.
+"""2D distillation throughput at the paper's map size: four implementations in one run.
 
 One AWD distillation epoch (``awd.distill.distill_path``, fast TRIM path, gamma > 0) on
 256^2 maps, db5, J=4, zero mode, batch 100, float32, timed between the per-epoch callbacks
-(epochs 2.. of each run; the one-off input-gradient pass is excluded). Three implementations,
+(epochs 2.. of each run; the one-off input-gradient pass is excluded). Four implementations,
 interleaved round by round at every thread count:
 
 * before: the attributions as a double backward through the synthesis
@@ -11,10 +11,11 @@ interleaved round by round at every thread count:
 * gemm: the attributions as the analysis of the input gradient (exact in zero mode) and
   batches taken in pieces of at most 32 maps (``micro_batch: null``: 4 x 25), which run side by
   side, one per torch thread; the transforms still GEMMs;
-* direct: as gemm, with the transforms on the direct zero-mode kernels of ``awd.kernels``
-  (the default).
+* kernels: as gemm, with the transforms on the direct zero-mode kernels of ``awd.kernels``;
+* fused: as kernels, with the reconstruction error and the two L1 terms as single fused passes
+  (``awd.losses.FUSED``; torch's ``mse_loss`` and ``abs``/``sum`` before): the default.
 
-All three train the same filter (checked: largest |h difference| reported). The teacher is a
+All four gather a batch's maps with ``index_select``. All four train the same filter (checked: largest |h difference| reported). The teacher is a
 small ReLU CNN: on the fast path its cost is only in the input-gradient pass, so any
 piecewise-linear teacher gives the same epoch time. Maps are white noise (the transform's
 cost does not depend on the values). Two cores are also measured as the workflow uses them for
@@ -42,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import awd.losses  # noqa: E402
 import awd.transform  # noqa: E402
 import awd.trim  # noqa: E402
 from awd.distill import DistillConfig, distill_path  # noqa: E402
@@ -49,9 +51,10 @@ from awd.io import atomic_path  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "distill_throughput.md"
 GOAL = 1000.0  # maps/s per epoch on two cores (issue 11)
-IMPLEMENTATIONS = {"before": dict(adjoint=False, micro_batch=100, direct=False),
-                   "gemm": dict(adjoint=True, micro_batch=None, direct=False),
-                   "direct": dict(adjoint=True, micro_batch=None, direct=True)}
+IMPLEMENTATIONS = {"before": dict(adjoint=False, micro_batch=100, direct=False, fused=False),
+                   "gemm": dict(adjoint=True, micro_batch=None, direct=False, fused=False),
+                   "kernels": dict(adjoint=True, micro_batch=None, direct=True, fused=False),
+                   "fused": dict(adjoint=True, micro_batch=None, direct=True, fused=True)}
 
 
 def teacher() -> nn.Module:
@@ -66,6 +69,7 @@ def epoch_rates(impl: str, maps: np.ndarray, epochs: int, threads: int) -> tuple
     spec = IMPLEMENTATIONS[impl]
     awd.trim.ANALYSIS_ADJOINT = spec["adjoint"]
     awd.transform.DIRECT = spec["direct"]
+    awd.losses.FUSED = spec["fused"]
     torch.set_num_threads(threads)
     cfg = DistillConfig(J=4, mode="zero", epochs=epochs, batch_size=100, micro_batch=spec["micro_batch"],
                         progress=False)
@@ -76,6 +80,7 @@ def epoch_rates(impl: str, maps: np.ndarray, epochs: int, threads: int) -> tuple
     finally:
         awd.trim.ANALYSIS_ADJOINT = True
         awd.transform.DIRECT = True
+        awd.losses.FUSED = True
     return [len(maps) / (b - a) for a, b in zip(stamps, stamps[1:])], res.h
 
 
@@ -119,25 +124,28 @@ def main() -> None:
             together = ", ".join(f"{x + y:.0f}" for x, y in zip(a, b))
             print(f"round {rnd + 1}, two 1-thread runs at once, {impl}: {together} maps/s together", flush=True)
     load_after = os.getloadavg()
-    dh = {impl: float(np.abs(filters[impl] - filters["before"]).max()) for impl in ("gemm", "direct")}
-    lines = ["# 2D distillation throughput: three implementations", "",
+    dh = {impl: float(np.abs(filters[impl] - filters["before"]).max()) for impl in list(IMPLEMENTATIONS)[1:]}
+    lines = ["# 2D distillation throughput: four implementations", "",
              f"{args.maps} maps of 256x256 (float32), db5, J=4, zero mode, batch 100, fast TRIM path, gamma > 0; "
              f"maps/s of epochs 2..{args.epochs} of each run ({args.rounds} rounds, implementations interleaved). "
              "Before: attributions by a double backward through the synthesis, batches whole, transforms as GEMMs. "
              "Gemm: attributions as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of "
-             "25 maps, side by side on the torch threads, transforms as GEMMs. Direct: as gemm, transforms on the "
-             "direct zero-mode kernels (`awd.kernels`, the default). "
-             "Written by `benchmarks/bench_distill_throughput.py`.", "",
-             "| torch threads | before: maps/s median (best) | gemm: maps/s median (best) | direct: maps/s median (best) "
-             f"| direct / gemm | goal {GOAL:.0f} maps/s on 2 cores |", "|---|---|---|---|---|---|"]
+             "25 maps, side by side on the torch threads, transforms as GEMMs. Kernels: as gemm, transforms on the "
+             "direct zero-mode kernels (`awd.kernels`). Fused: as kernels, the reconstruction error and the L1 "
+             "terms as single fused passes (`awd.losses.FUSED`, the default). All gather batches with "
+             "`index_select`. Written by `benchmarks/bench_distill_throughput.py`.", "",
+             "| torch threads | " + " | ".join(f"{impl}: maps/s median (best)" for impl in IMPLEMENTATIONS)
+             + f" | fused / kernels | fused / gemm | goal {GOAL:.0f} maps/s on 2 cores (fused) |",
+             "|---" * (len(IMPLEMENTATIONS) + 4) + "|"]
     for threads in [*args.threads, "pair"]:
-        b, g, d = (np.asarray(rates[(threads, impl)]) for impl in IMPLEMENTATIONS)
-        met = ("yes" if np.median(d) >= GOAL else "NO") if threads in (2, "pair") else "—"
+        r = {impl: np.asarray(rates[(threads, impl)]) for impl in IMPLEMENTATIONS}
+        med = {impl: float(np.median(v)) for impl, v in r.items()}
+        met = ("yes" if med["fused"] >= GOAL else "NO") if threads in (2, "pair") else "—"
         label = "1 + 1 (two 1-thread runs at once, rates added)" if threads == "pair" else threads
-        lines.append(f"| {label} | {np.median(b):.0f} ({b.max():.0f}) | {np.median(g):.0f} ({g.max():.0f}) | "
-                     f"{np.median(d):.0f} ({d.max():.0f}) | {np.median(d) / np.median(g):.2f} | {met} |")
-    lines += ["", f"- same filter: largest |h - h_before| after {args.epochs} epochs = {dh['gemm']:.2e} (gemm), "
-              f"{dh['direct']:.2e} (direct) (float32 rounding)",
+        lines.append(f"| {label} | " + " | ".join(f"{med[i]:.0f} ({r[i].max():.0f})" for i in IMPLEMENTATIONS)
+                     + f" | {med['fused'] / med['kernels']:.2f} | {med['fused'] / med['gemm']:.2f} | {met} |")
+    lines += ["", "- same filter: largest |h - h_before| after "
+              f"{args.epochs} epochs = " + ", ".join(f"{v:.2e} ({k})" for k, v in dh.items()) + " (float32 rounding)",
               f"- environment: {platform.machine()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
               f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average (1, 5, 15 min) before "
               f"{', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in load_after)}"]

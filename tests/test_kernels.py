@@ -185,3 +185,59 @@ def test_kernels_compile_without_a_writable_cache_location(monkeypatch):
     cA = K.analysis2(x, F)[0]
     ref = pywt.dwt2(x.numpy(), pywt.Wavelet("db2"), mode="zero", axes=(-2, -1))[0]
     np.testing.assert_allclose(cA.numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_squared_distance_and_abs_sum_equal_numpy_and_their_gradients():
+    """The fused loss passes: float64 sums of float32 data, gradients 2 (a - b) and sign(t)."""
+    rng = np.random.default_rng(6)
+    a, b = (torch.from_numpy(rng.standard_normal((7, 33, 40)).astype(np.float32)).requires_grad_() for _ in "ab")
+    c = torch.from_numpy(rng.standard_normal(11).astype(np.float32)).requires_grad_()
+    an, bn, cn = (t.detach().numpy().astype(np.float64) for t in (a, b, c))
+    sq = K.SquaredDistance.apply(a, b)
+    assert sq.dtype == torch.float32 and float(sq) == pytest.approx(((an - bn) ** 2).sum(), rel=1e-7)
+    ga, gb = torch.autograd.grad(3 * sq, (a, b))
+    np.testing.assert_allclose(ga.numpy(), 6 * (an - bn), rtol=1e-6, atol=1e-6)
+    assert torch.equal(gb, -ga)
+    l1 = K.AbsSum.apply(a, c)
+    assert float(l1) == pytest.approx(np.abs(an).sum() + np.abs(cn).sum(), rel=1e-7)
+    ga, gc = torch.autograd.grad(2 * l1, (a, c))
+    assert torch.equal(ga, 2 * torch.sign(a.detach())) and torch.equal(gc, 2 * torch.sign(c.detach()))
+    x64, y64 = (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True) for _ in "xy")
+    assert torch.autograd.gradcheck(K.SquaredDistance.apply, (x64, y64))
+    assert torch.autograd.gradgradcheck(K.SquaredDistance.apply, (x64, y64))
+    assert torch.autograd.gradcheck(K.AbsSum.apply, (x64, y64))
+
+
+def test_abs_sum_keeps_nan_and_zero_like_torch():
+    """A NaN coefficient makes the loss NaN (divergence is detected, fast math notwithstanding);
+    the gradient is torch's abs backward: sign, 0 at 0 and at NaN."""
+    t = torch.tensor([[1.5, float("nan"), 0.0, -2.0]], requires_grad=True)
+    loss = K.AbsSum.apply(t)
+    assert torch.isnan(loss)
+    (g,) = torch.autograd.grad(loss, t)
+    assert g.tolist() == [[1.0, 0.0, 0.0, -1.0]] == torch.autograd.grad(t.abs().sum(), t)[0].tolist()
+    assert torch.isnan(K.SquaredDistance.apply(t, torch.zeros_like(t)))
+
+
+def test_loss_passes_do_not_depend_on_the_thread_count():
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((16, 128, 128)).astype(np.float32))
+    y = x.flip(0).contiguous()
+    assert x.numel() >= K.PARALLEL_MIN
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xr = x.clone().requires_grad_()
+            loss = K.SquaredDistance.apply(xr, y) + K.AbsSum.apply(xr)
+            out.append((loss.detach(), torch.autograd.grad(loss, xr)[0]))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_only_cpu_float_tensors_of_one_dtype_take_the_loss_passes():
+    x = torch.zeros(2, 3)
+    assert K.fusable(x) and K.fusable(x, x) and K.fusable(x.double(), x.double())
+    assert not K.fusable() and not K.fusable(x, x.double())
+    assert not K.fusable(x.half()) and not K.fusable(x.long())

@@ -151,3 +151,24 @@ def test_total_loss_weights():
     assert float(total_loss(terms, lam=0.0, gamma=0.0)) == pytest.approx(2.5)
     no_attr = {k: v for k, v in terms.items() if k != "interpretation"}
     assert float(total_loss(no_attr, lam=0.01, gamma=5.0)) == pytest.approx(2.6)
+
+
+@pytest.mark.parametrize("normalization", ["reference", "mean"])
+def test_fused_loss_passes_equal_torchs_ops(monkeypatch, normalization):
+    """Reconstruction and L1 terms on the fused kernels (the CPU default) equal torch's ops in
+    value (float32 rounding) and in their gradients through a real 2D transform."""
+    import awd.losses as losses
+
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((4, 40, 36)).astype(np.float32))
+    dwt = DWT2d("db3", J=2, mode="zero", dtype=torch.float32)
+    out = {}
+    for fused in (True, False):
+        monkeypatch.setattr(losses, "FUSED", fused)
+        coeffs = dwt(x)
+        rec = reconstruction_loss(x, dwt.inverse(coeffs)[:, :40, :36], normalization)
+        l1 = coefficient_l1(coeffs, normalization)
+        assert ("SquaredDistance" in type(rec.grad_fn.next_functions[0][0]).__name__) == fused
+        out[fused] = (float(rec), float(l1), torch.autograd.grad(rec + 0.1 * l1, dwt.h)[0])
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5, abs=1e-12)
+    assert out[True][1] == pytest.approx(out[False][1], rel=1e-6)
+    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-7)
