@@ -283,9 +283,16 @@ def _length(x: torch.Tensor, axis: str) -> int:
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    """A C-contiguous NumPy view of ``t`` (a copy only where autograd passes a non-contiguous
-    gradient or a zero placeholder)."""
-    return t.detach().contiguous().numpy(force=True)
+    """A C-contiguous NumPy view of a CPU tensor ``t`` (a copy only where autograd passes a
+    non-contiguous gradient or a zero placeholder); called for every array of every kernel call,
+    so without ``numpy(force=True)``'s extra conversions."""
+    if t.requires_grad:
+        t = t.detach()
+    if t._is_zerotensor() or t.is_neg():  # autograd's zero placeholder or a lazily negated view
+        return np.ascontiguousarray(t.numpy(force=True))
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.numpy()
 
 
 def _down(x: torch.Tensor, F: torch.Tensor, axis: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,6 +403,13 @@ def _loss_kernels() -> dict:
             out[i] = acc
 
     @jit
+    def scaled_difference(a, b, c, out, lo, hi):
+        """out[i, k] = c (a[i, k] - b[i, k])."""
+        for i in range(lo, hi):
+            for k in range(a.shape[1]):
+                out[i, k] = c * (a[i, k] - b[i, k])
+
+    @jit
     def abs_sum(a, out, lo, hi):
         """out[i] = sum_k |a[i, k]|."""
         for i in range(lo, hi):
@@ -412,7 +426,8 @@ def _loss_kernels() -> dict:
                 v = a[i, k]
                 out[i, k] = g if v > 0 else (-g if v < 0 else 0.0)
 
-    return {"squared_distance": squared_distance, "abs_sum": abs_sum, "sign_times": sign_times}
+    return {"squared_distance": squared_distance, "scaled_difference": scaled_difference, "abs_sum": abs_sum,
+            "sign_times": sign_times}
 
 
 def _rows(t: torch.Tensor) -> np.ndarray:
@@ -431,7 +446,7 @@ def _row_sums(kernel: str, *arrays: np.ndarray) -> float:
 class SquaredDistance(torch.autograd.Function):
     """``sum((a - b)^2)`` of two tensors of one shape in one pass (no difference or squared
     temporaries, each batch item's sum in float64); the backward, ``2 g (a - b)``, is one pass too
-    and itself differentiable. Replaces torch's ``mse_loss`` (three passes and a zero fill) in
+    (differentiable where a graph of it is built). Replaces torch's ``mse_loss`` (three passes and a zero fill) in
     the reconstruction loss."""
 
     @staticmethod
@@ -442,8 +457,14 @@ class SquaredDistance(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         a, b = ctx.saved_tensors
-        d = a - b
-        ga = d * (2 * g) if torch.is_grad_enabled() else d.mul_(2 * g)  # in place unless a graph is built
+        if torch.is_grad_enabled():  # a graph of the backward: torch's ops, differentiable
+            ga = (a - b) * (2 * g)
+        else:  # one pass
+            ga = torch.empty(a.shape, dtype=a.dtype)
+            a2 = _rows(a)
+            if a2.size:
+                _run(_loss_kernels()["scaled_difference"], len(a2), a2.size, a2, _rows(b), a2.dtype.type(2 * g.item()),
+                     ga.numpy().reshape(a2.shape))
         return (ga if ctx.needs_input_grad[0] else None), (-ga if ctx.needs_input_grad[1] else None)
 
 
