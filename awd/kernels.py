@@ -446,8 +446,8 @@ def _row_sums(kernel: str, *arrays: np.ndarray) -> float:
 class SquaredDistance(torch.autograd.Function):
     """``sum((a - b)^2)`` of two tensors of one shape in one pass (no difference or squared
     temporaries, each batch item's sum in float64); the backward, ``2 g (a - b)``, is one pass too
-    (differentiable where a graph of it is built). Replaces torch's ``mse_loss`` (three passes and a zero fill) in
-    the reconstruction loss."""
+    (differentiable where a graph of it is built). In the reconstruction loss it replaces torch's
+    ``mse_loss``, whose backward zero-fills its output before a second pass."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor):
@@ -463,8 +463,8 @@ class SquaredDistance(torch.autograd.Function):
             ga = torch.empty(a.shape, dtype=a.dtype)
             a2 = _rows(a)
             if a2.size:
-                _run(_loss_kernels()["scaled_difference"], len(a2), a2.size, a2, _rows(b), a2.dtype.type(2 * g.item()),
-                     ga.numpy().reshape(a2.shape))
+                _run(_loss_kernels()["scaled_difference"], len(a2), a2.size, a2, _rows(b),
+                     a2.dtype.type(2 * g.item()), ga.numpy().reshape(a2.shape))
         return (ga if ctx.needs_input_grad[0] else None), (-ga if ctx.needs_input_grad[1] else None)
 
 

@@ -30,7 +30,7 @@ from awd.transform import iter_coeffs, qmf
 NORMALIZATIONS = ("reference", "mean")
 #: Whether the squared error and the L1 sums run as single fused passes on CPU
 #: (:class:`awd.kernels.SquaredDistance`, :class:`awd.kernels.AbsSum`: float64 sums, no temporaries)
-#: instead of torch's element-wise ops; the gradients are the same.
+#: instead of torch's element-wise ops; the same gradients to float rounding (the L1's: the same bits).
 FUSED = True
 
 #: Names of the five filter (wavelet-validity) terms, in the reference's order.

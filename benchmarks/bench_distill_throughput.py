@@ -15,14 +15,17 @@ interleaved round by round at every thread count:
 * fused: as kernels, with the reconstruction error and the two L1 terms as single fused passes
   (``awd.losses.FUSED``; torch's ``mse_loss`` and ``abs``/``sum`` before): the default.
 
-All four gather a batch's maps with ``index_select``. All four train the same filter (checked: largest |h difference| reported). The teacher is a
-small ReLU CNN: on the fast path its cost is only in the input-gradient pass, so any
-piecewise-linear teacher gives the same epoch time. Maps are white noise (the transform's
-cost does not depend on the values). Two cores are also measured as the workflow uses them for
-a grid: two single-threaded runs at once (two distillation jobs), their rates added. Writes
+All four gather a batch's maps with ``index_select`` and train the same filter (checked: largest
+|h difference| reported). The teacher is a small ReLU CNN: on the fast path its cost is only in
+the input-gradient pass, so any piecewise-linear teacher gives the same epoch time. Maps are
+white noise (the transform's cost does not depend on the values). Two cores are also measured as
+the workflow uses them for a grid: two single-threaded runs at once (two distillation jobs), their
+rates added. Writes
 ``benchmarks/out/distill_throughput.md``::
 
     python benchmarks/bench_distill_throughput.py [--maps 400] [--epochs 3] [--threads 1 2] [--rounds 2]
+
+(the recorded run: ``--rounds 3 --epochs 4``)
 """
 from __future__ import annotations
 

@@ -241,3 +241,13 @@ def test_only_cpu_float_tensors_of_one_dtype_take_the_loss_passes():
     assert K.fusable(x) and K.fusable(x, x) and K.fusable(x.double(), x.double())
     assert not K.fusable() and not K.fusable(x, x.double())
     assert not K.fusable(x.half()) and not K.fusable(x.long())
+
+
+def test_arrays_reach_the_kernels_as_plain_contiguous_values():
+    """What autograd may hand a backward: a non-contiguous gradient, a lazily negated view,
+    a zero placeholder; each reaches the kernels as its values, C-contiguous."""
+    x = torch.arange(12.0).reshape(3, 4)
+    for t, ref in [(x.t(), x.t()), (torch._neg_view(x), -x), (torch._efficientzerotensor((3, 4)), torch.zeros(3, 4)),
+                   (x.clone().requires_grad_(), x)]:
+        a = K._np(t)
+        assert a.flags["C_CONTIGUOUS"] and np.array_equal(a, ref.numpy())
