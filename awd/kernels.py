@@ -443,6 +443,17 @@ def _row_sums(kernel: str, *arrays: np.ndarray) -> float:
     return float(rows.sum())
 
 
+def _elementwise(kernel: str, scale: float, a: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+    """A new tensor shaped as ``a``, filled row by row by the loss kernel
+    ``kernel(a, *others, scale, out, lo, hi)`` (the arrays as :func:`_rows`, ``scale`` in their dtype)."""
+    out = torch.empty(a.shape, dtype=a.dtype)
+    rows = _rows(a)
+    if rows.size:
+        _run(_loss_kernels()[kernel], len(rows), rows.size, rows, *map(_rows, others), rows.dtype.type(scale),
+             out.numpy().reshape(rows.shape))
+    return out
+
+
 class SquaredDistance(torch.autograd.Function):
     """``sum((a - b)^2)`` of two tensors of one shape in one pass (no difference or squared
     temporaries, each batch item's sum in float64); the backward, ``2 g (a - b)``, is one pass too
@@ -460,11 +471,7 @@ class SquaredDistance(torch.autograd.Function):
         if torch.is_grad_enabled():  # a graph of the backward: torch's ops, differentiable
             ga = (a - b) * (2 * g)
         else:  # one pass
-            ga = torch.empty(a.shape, dtype=a.dtype)
-            a2 = _rows(a)
-            if a2.size:
-                _run(_loss_kernels()["scaled_difference"], len(a2), a2.size, a2, _rows(b),
-                     a2.dtype.type(2 * g.item()), ga.numpy().reshape(a2.shape))
+            ga = _elementwise("scaled_difference", 2 * g.item(), a, b)
         return (ga if ctx.needs_input_grad[0] else None), (-ga if ctx.needs_input_grad[1] else None)
 
 
@@ -487,25 +494,20 @@ class AbsSum(torch.autograd.Function):
             elif torch.is_grad_enabled():  # a graph of the backward: differentiable in g
                 grads.append(torch.sign(t) * g)
             else:
-                out = torch.empty(t.shape, dtype=t.dtype)
-                a = _rows(t)
-                if a.size:
-                    _run(_loss_kernels()["sign_times"], len(a), a.size, a, a.dtype.type(g.item()),
-                         out.numpy().reshape(a.shape))
-                grads.append(out)
+                grads.append(_elementwise("sign_times", g.item(), t))
         return tuple(grads)
 
 
 def fusable(*tensors: torch.Tensor) -> bool:
-    """Whether :class:`SquaredDistance` and :class:`AbsSum` take these tensors (CPU, one float dtype)."""
+    """Whether the kernels take these tensors (CPU, one float dtype): :class:`SquaredDistance` and
+    :class:`AbsSum` always, the filter-bank passes in zero mode (:func:`usable`)."""
     return AVAILABLE and bool(tensors) and tensors[0].dtype in (torch.float32, torch.float64) and all(
         t.device.type == "cpu" and t.dtype == tensors[0].dtype for t in tensors)
 
 
 def usable(x: torch.Tensor, mode: str) -> bool:
     """Whether a transform of ``x`` in ``mode`` can run on these kernels (zero mode, CPU, float)."""
-    return (AVAILABLE and mode == "zero" and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64))
+    return mode == "zero" and fusable(x)
 
 
 def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
