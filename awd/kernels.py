@@ -14,7 +14,11 @@ taken so), and its transpose in F is the correlation ``C``:
 
 All three are bilinear and their derivatives are each other (``dD/dx^T = U``, ``dD/dF^T = C``,
 ``dU/dY^T = D``, ``dU/dF^T = C`` with the roles swapped, ``dC/dx^T = U``, ``dC/dY^T = D``), so
-three autograd functions give exact gradients of every order, as the TRIM losses need.
+three autograd functions give exact gradients of every order, as the TRIM losses need. A 2D
+level (a pass down the columns, then two along the rows) is one autograd node,
+:class:`Analysis2` / :class:`Synthesis2`, whose backward calls the transposed kernels directly when
+no graph of it is built: per training piece that saves about a hundred autograd calls
+(``benchmarks/out/distill_throughput.md``); with a graph it composes the three functions.
 
 Each runs along axis 1 ('cols') or axis 2 ('rows') of a C-contiguous (B, n, m) array, with the
 two bands as two arrays (no stacking, no band gathering in the backward): down the rows every
@@ -322,6 +326,24 @@ def _corr(x: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, axis: str, L: int
     return torch.from_numpy(partial.sum(axis=0)).to(y0.dtype)
 
 
+#: Whether a backward that builds no graph calls the kernels directly instead of through
+#: the autograd functions (the same values, without the per-call autograd bookkeeping).
+DIRECT_BACKWARD = True
+#: Whether a 2D level is one autograd node (:class:`Analysis2`, :class:`Synthesis2`) instead of three.
+LEVEL_NODES = True
+
+
+def _passes(*names: str) -> tuple:
+    """The passes a backward needs (default: up and corr), in that order: the autograd functions'
+    ``apply`` where a graph of the backward is built (double backward), else the plain kernel calls."""
+    names = names or ("up", "corr")
+    if torch.is_grad_enabled() or not DIRECT_BACKWARD:
+        table = {"down": Down.apply, "up": Up.apply, "corr": Corr.apply}
+    else:
+        table = {"down": _down, "up": _up, "corr": _corr}
+    return tuple(table[n] for n in names)
+
+
 class Down(torch.autograd.Function):
     """``D(x, F)`` along ``axis`` of x (B, n, m): the two bands, each (B, no, m) for 'cols' or
     (B, n, no) for 'rows'."""
@@ -335,8 +357,9 @@ class Down(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g0: torch.Tensor, g1: torch.Tensor):
         x, F = ctx.saved_tensors
-        gx = Up.apply(g0, g1, F, ctx.axis, _length(x, ctx.axis)) if ctx.needs_input_grad[0] else None
-        gF = Corr.apply(x, g0, g1, ctx.axis, F.shape[1]) if ctx.needs_input_grad[1] else None
+        up, corr = _passes()
+        gx = up(g0, g1, F, ctx.axis, _length(x, ctx.axis)) if ctx.needs_input_grad[0] else None
+        gF = corr(x, g0, g1, ctx.axis, F.shape[1]) if ctx.needs_input_grad[1] else None
         return gx, gF, None
 
 
@@ -353,10 +376,11 @@ class Up(torch.autograd.Function):
     def backward(ctx, gx: torch.Tensor):
         y0, y1, F = ctx.saved_tensors
         g0 = g1 = gF = None
+        down, corr = _passes("down", "corr")
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            g0, g1 = Down.apply(gx, F, ctx.axis)
+            g0, g1 = down(gx, F, ctx.axis)
         if ctx.needs_input_grad[2]:
-            gF = Corr.apply(gx, y0, y1, ctx.axis, F.shape[1])
+            gF = corr(gx, y0, y1, ctx.axis, F.shape[1])
         return g0, g1, gF, None, None
 
 
@@ -373,10 +397,11 @@ class Corr(torch.autograd.Function):
     def backward(ctx, gF: torch.Tensor):
         x, y0, y1 = ctx.saved_tensors
         gx = g0 = g1 = None
+        up, down = _passes("up", "down")
         if ctx.needs_input_grad[0]:
-            gx = Up.apply(y0, y1, gF, ctx.axis, _length(x, ctx.axis))
+            gx = up(y0, y1, gF, ctx.axis, _length(x, ctx.axis))
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            g0, g1 = Down.apply(x, gF, ctx.axis)
+            g0, g1 = down(x, gF, ctx.axis)
         return gx, g0, g1, None, None
 
 
@@ -510,8 +535,66 @@ def usable(x: torch.Tensor, mode: str) -> bool:
     return mode == "zero" and fusable(x)
 
 
+class Analysis2(torch.autograd.Function):
+    """One 2D zero-mode analysis level of a (B, H, W) as one autograd node: (cA, cH, cV, cD), each
+    (B, nh, nw). Its backward runs the transposes (:func:`_up`, :func:`_corr`) directly; where a graph
+    of the backward is built it composes :class:`Up` and :class:`Corr` instead (any order)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, F: torch.Tensor):
+        lo, hi = _down(a, F, "cols")  # low / high pass along H
+        cA, cV = _down(lo, F, "rows")
+        cH, cD = _down(hi, F, "rows")
+        ctx.save_for_backward(a, lo, hi, F)
+        return cA, cH, cV, cD
+
+    @staticmethod
+    def backward(ctx, gA: torch.Tensor, gH: torch.Tensor, gV: torch.Tensor, gD: torch.Tensor):
+        a, lo, hi, F = ctx.saved_tensors
+        up, corr = _passes()
+        if torch.is_grad_enabled():  # a graph of the backward: the intermediate bands as functions of (a, F)
+            lo, hi = Down.apply(a, F, "cols")
+        L = F.shape[1]
+        glo, ghi = up(gA, gV, F, "rows", lo.shape[2]), up(gH, gD, F, "rows", hi.shape[2])
+        ga = up(glo, ghi, F, "cols", a.shape[1]) if ctx.needs_input_grad[0] else None
+        gF = None
+        if ctx.needs_input_grad[1]:
+            gF = corr(lo, gA, gV, "rows", L) + corr(hi, gH, gD, "rows", L) + corr(a, glo, ghi, "cols", L)
+        return ga, gF
+
+
+class Synthesis2(torch.autograd.Function):
+    """One 2D zero-mode synthesis level (the transpose of :class:`Analysis2`) to ``shape`` (rh, rw),
+    as one autograd node (its backward as :class:`Analysis2`'s)."""
+
+    @staticmethod
+    def forward(ctx, cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
+                shape: tuple[int, int]):
+        lo = _up(cA, cV, F, "rows", shape[1])
+        hi = _up(cH, cD, F, "rows", shape[1])
+        ctx.save_for_backward(cA, cH, cV, cD, lo, hi, F)
+        return _up(lo, hi, F, "cols", shape[0])
+
+    @staticmethod
+    def backward(ctx, ga: torch.Tensor):
+        cA, cH, cV, cD, lo, hi, F = ctx.saved_tensors
+        down, corr = _passes("down", "corr")
+        if torch.is_grad_enabled():  # a graph of the backward: the intermediate bands as functions of the inputs
+            lo, hi = Up.apply(cA, cV, F, "rows", lo.shape[2]), Up.apply(cH, cD, F, "rows", hi.shape[2])
+        L = F.shape[1]
+        glo, ghi = down(ga, F, "cols")
+        gA, gV = down(glo, F, "rows")
+        gH, gD = down(ghi, F, "rows")
+        gF = None
+        if ctx.needs_input_grad[4]:
+            gF = corr(ga, lo, hi, "cols", L) + corr(glo, cA, cV, "rows", L) + corr(ghi, cH, cD, "rows", L)
+        return gA, gH, gV, gD, gF, None
+
+
 def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One 2D zero-mode analysis level of a (B, H, W): (cA, cH, cV, cD), each (B, nh, nw)."""
+    if LEVEL_NODES:
+        return Analysis2.apply(a, F)
     lo, hi = Down.apply(a, F, "cols")  # low / high pass along H
     cA, cV = Down.apply(lo, F, "rows")
     cH, cD = Down.apply(hi, F, "rows")
@@ -521,6 +604,8 @@ def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def synthesis2(cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
                shape: tuple[int, int]) -> torch.Tensor:
     """One 2D zero-mode synthesis level (the transpose of :func:`analysis2`) to ``shape`` (rh, rw)."""
+    if LEVEL_NODES:
+        return Synthesis2.apply(cA, cH, cV, cD, F, shape)
     lo = Up.apply(cA, cV, F, "rows", shape[1])
     hi = Up.apply(cH, cD, F, "rows", shape[1])
     return Up.apply(lo, hi, F, "cols", shape[0])

@@ -1,8 +1,8 @@
-"""2D distillation throughput at the paper's map size: four implementations in one run.
+"""2D distillation throughput at the paper's map size: five implementations in one run.
 
 One AWD distillation epoch (``awd.distill.distill_path``, fast TRIM path, gamma > 0) on
 256^2 maps, db5, J=4, zero mode, batch 100, float32, timed between the per-epoch callbacks
-(epochs 2.. of each run; the one-off input-gradient pass is excluded). Four implementations,
+(epochs 2.. of each run; the one-off input-gradient pass is excluded). Five implementations,
 interleaved round by round at every thread count:
 
 * before: the attributions as a double backward through the synthesis
@@ -13,9 +13,12 @@ interleaved round by round at every thread count:
   side, one per torch thread; the transforms still GEMMs;
 * kernels: as gemm, with the transforms on the direct zero-mode kernels of ``awd.kernels``;
 * fused: as kernels, with the reconstruction error and the two L1 terms as single fused passes
-  (``awd.losses.FUSED``; torch's ``mse_loss`` and ``abs``/``sum`` before): the default.
+  (``awd.losses.FUSED``; torch's ``mse_loss`` and ``abs``/``sum`` before), each of the three
+  passes of a 2D level an autograd node of its own;
+* nodes: as fused, with a 2D level one autograd node whose backward calls the kernels directly
+  (``awd.kernels.LEVEL_NODES``, ``awd.kernels.DIRECT_BACKWARD``): the default.
 
-All four gather a batch's maps with ``index_select`` and train the same filter (checked: largest
+All five gather a batch's maps with ``index_select`` and train the same filter (checked: largest
 |h difference| reported). The teacher is a small ReLU CNN: on the fast path its cost is only in
 the input-gradient pass, so any piecewise-linear teacher gives the same epoch time. Maps are
 white noise (the transform's cost does not depend on the values). Two cores are also measured as
@@ -46,6 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import awd.kernels  # noqa: E402
 import awd.losses  # noqa: E402
 import awd.transform  # noqa: E402
 import awd.trim  # noqa: E402
@@ -54,10 +58,11 @@ from awd.io import atomic_path  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "distill_throughput.md"
 GOAL = 1000.0  # maps/s per epoch on two cores (issue 11)
-IMPLEMENTATIONS = {"before": dict(adjoint=False, micro_batch=100, direct=False, fused=False),
-                   "gemm": dict(adjoint=True, micro_batch=None, direct=False, fused=False),
-                   "kernels": dict(adjoint=True, micro_batch=None, direct=True, fused=False),
-                   "fused": dict(adjoint=True, micro_batch=None, direct=True, fused=True)}
+IMPLEMENTATIONS = {"before": dict(adjoint=False, micro_batch=100, direct=False, fused=False, nodes=False),
+                   "gemm": dict(adjoint=True, micro_batch=None, direct=False, fused=False, nodes=False),
+                   "kernels": dict(adjoint=True, micro_batch=None, direct=True, fused=False, nodes=False),
+                   "fused": dict(adjoint=True, micro_batch=None, direct=True, fused=True, nodes=False),
+                   "nodes": dict(adjoint=True, micro_batch=None, direct=True, fused=True, nodes=True)}
 
 
 def teacher() -> nn.Module:
@@ -73,6 +78,7 @@ def epoch_rates(impl: str, maps: np.ndarray, epochs: int, threads: int) -> tuple
     awd.trim.ANALYSIS_ADJOINT = spec["adjoint"]
     awd.transform.DIRECT = spec["direct"]
     awd.losses.FUSED = spec["fused"]
+    awd.kernels.LEVEL_NODES = awd.kernels.DIRECT_BACKWARD = spec["nodes"]
     torch.set_num_threads(threads)
     cfg = DistillConfig(J=4, mode="zero", epochs=epochs, batch_size=100, micro_batch=spec["micro_batch"],
                         progress=False)
@@ -84,6 +90,7 @@ def epoch_rates(impl: str, maps: np.ndarray, epochs: int, threads: int) -> tuple
         awd.trim.ANALYSIS_ADJOINT = True
         awd.transform.DIRECT = True
         awd.losses.FUSED = True
+        awd.kernels.LEVEL_NODES = awd.kernels.DIRECT_BACKWARD = True
     return [len(maps) / (b - a) for a, b in zip(stamps, stamps[1:])], res.h
 
 
@@ -128,25 +135,27 @@ def main() -> None:
             print(f"round {rnd + 1}, two 1-thread runs at once, {impl}: {together} maps/s together", flush=True)
     load_after = os.getloadavg()
     dh = {impl: float(np.abs(filters[impl] - filters["before"]).max()) for impl in list(IMPLEMENTATIONS)[1:]}
-    lines = ["# 2D distillation throughput: four implementations", "",
+    lines = ["# 2D distillation throughput: five implementations", "",
              f"{args.maps} maps of 256x256 (float32), db5, J=4, zero mode, batch 100, fast TRIM path, gamma > 0; "
              f"maps/s of epochs 2..{args.epochs} of each run ({args.rounds} rounds, implementations interleaved). "
              "Before: attributions by a double backward through the synthesis, batches whole, transforms as GEMMs. "
              "Gemm: attributions as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of "
              "25 maps, side by side on the torch threads, transforms as GEMMs. Kernels: as gemm, transforms on the "
              "direct zero-mode kernels (`awd.kernels`). Fused: as kernels, the reconstruction error and the L1 "
-             "terms as single fused passes (`awd.losses.FUSED`, the default). All gather batches with "
+             "terms as single fused passes (`awd.losses.FUSED`), three autograd nodes per 2D level. Nodes: as fused, "
+             "a 2D level one autograd node whose backward calls the kernels directly (`awd.kernels.LEVEL_NODES`, "
+             "`awd.kernels.DIRECT_BACKWARD`; the default). All gather batches with "
              "`index_select`. Written by `benchmarks/bench_distill_throughput.py`.", "",
              "| torch threads | " + " | ".join(f"{impl}: maps/s median (best)" for impl in IMPLEMENTATIONS)
-             + f" | fused / kernels | fused / gemm | goal {GOAL:.0f} maps/s on 2 cores (fused) |",
+             + f" | nodes / fused | nodes / kernels | goal {GOAL:.0f} maps/s on 2 cores (nodes) |",
              "|---" * (len(IMPLEMENTATIONS) + 4) + "|"]
     for threads in [*args.threads, "pair"]:
         r = {impl: np.asarray(rates[(threads, impl)]) for impl in IMPLEMENTATIONS}
         med = {impl: float(np.median(v)) for impl, v in r.items()}
-        met = ("yes" if med["fused"] >= GOAL else "NO") if threads in (2, "pair") else "—"
+        met = ("yes" if med["nodes"] >= GOAL else "NO") if threads in (2, "pair") else "—"
         label = "1 + 1 (two 1-thread runs at once, rates added)" if threads == "pair" else threads
         lines.append(f"| {label} | " + " | ".join(f"{med[i]:.0f} ({r[i].max():.0f})" for i in IMPLEMENTATIONS)
-                     + f" | {med['fused'] / med['kernels']:.2f} | {med['fused'] / med['gemm']:.2f} | {met} |")
+                     + f" | {med['nodes'] / med['fused']:.2f} | {med['nodes'] / med['kernels']:.2f} | {met} |")
     lines += ["", "- same filter: largest |h - h_before| after "
               f"{args.epochs} epochs = " + ", ".join(f"{v:.2e} ({k})" for k, v in dh.items()) + " (float32 rounding)",
               f"- environment: {platform.machine()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
