@@ -242,15 +242,17 @@ def _index(kind: str, a: int, L: int, mode: str, device: torch.device) -> torch.
         row = c * (m + half) + o + half
         flat = np.where((q >= 0) & (q < 2 * m), row * 2 * m + q, (2 * m + L - 2) * 2 * m)
     flat = np.broadcast_to(flat, (flat.shape[0], 2, L)).reshape(-1)
-    return torch.tensor(flat, dtype=torch.long, device=device)
+    with torch.inference_mode(False):  # cached for later calls, which may record a graph
+        return torch.tensor(flat, dtype=torch.long, device=device)
 
 
 @functools.lru_cache(maxsize=4096)
 def _gather_pieces(n: int, L: int, mode: str, device: torch.device):
     """Index tensors of the extension left and right of the signal, and the left length."""
     src, left = _analysis_src(n, L, mode)
-    as_t = lambda a: torch.tensor(a, dtype=torch.long, device=device)  # noqa: E731
-    return as_t(src[:left]), as_t(src[left + n:]), left
+    with torch.inference_mode(False):  # cached for later calls, which may record a graph
+        return (torch.tensor(src[:left], dtype=torch.long, device=device),
+                torch.tensor(src[left + n:], dtype=torch.long, device=device), left)
 
 
 def _block_size(L: int, block: int | None) -> int:

@@ -359,6 +359,21 @@ def test_module_cache_follows_filter_changes():
     assert dwt.h.grad is not None and torch.isfinite(dwt.h.grad).all()
 
 
+@pytest.mark.parametrize("mode", ["zero", "symmetric"])
+def test_a_transform_in_inference_mode_first_does_not_break_training(mode):
+    """The operator indices are cached across calls: built first under ``torch.inference_mode``
+    (an evaluation), they must still serve a later call that records a graph to ``h``."""
+    T._index.cache_clear()
+    T._gather_pieces.cache_clear()
+    x = torch.from_numpy(_rng("inference").standard_normal((3, 41)))
+    with torch.inference_mode():
+        DWT1d("db3", 2, mode, dtype=F64).inverse(DWT1d("db3", 2, mode, dtype=F64)(x))
+    h = torch.tensor(lowpass_filter("db3"), requires_grad=True)
+    loss = (waverec(wavedec(x, h, 2, mode), h, mode) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, h)
+    assert torch.isfinite(grad).all() and float(grad.abs().max()) > 0
+
+
 def test_module_filter_gradient_equals_functional():
     x = torch.from_numpy(_rng("grad").standard_normal((5, 33)))
     img = torch.from_numpy(_rng("grad2").standard_normal((2, 17, 14)))
