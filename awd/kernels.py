@@ -14,11 +14,12 @@ taken so), and its transpose in F is the correlation ``C``:
 
 All three are bilinear and their derivatives are each other (``dD/dx^T = U``, ``dD/dF^T = C``,
 ``dU/dY^T = D``, ``dU/dF^T = C`` with the roles swapped, ``dC/dx^T = U``, ``dC/dY^T = D``), so
-three autograd functions give exact gradients of every order, as the TRIM losses need. A 2D
-level (a pass down the columns, then two along the rows) is one autograd node,
+three autograd functions give exact gradients of every order, as the TRIM losses need. A whole
+2D transform (each level a pass down the columns, then two along the rows) is one autograd node,
 :class:`Analysis2` / :class:`Synthesis2`, whose backward calls the transposed kernels directly when
-no graph of it is built: per training piece that saves about a hundred autograd calls
-(``benchmarks/out/distill_throughput.md``); with a graph it composes the three functions.
+no graph of it is built: per training piece that saves over a hundred autograd calls
+(``benchmarks/out/distill_throughput.md``); with a graph it recomputes the levels from the three
+functions and differentiates those.
 
 Each runs along axis 1 ('cols') or axis 2 ('rows') of a C-contiguous (B, n, m) array, with the
 two bands as two arrays (no stacking, no band gathering in the backward): down the rows every
@@ -329,7 +330,7 @@ def _corr(x: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, axis: str, L: int
 #: Whether a backward that builds no graph calls the kernels directly instead of through
 #: the autograd functions (the same values, without the per-call autograd bookkeeping).
 DIRECT_BACKWARD = True
-#: Whether a 2D level is one autograd node (:class:`Analysis2`, :class:`Synthesis2`) instead of three.
+#: Whether a 2D transform is one autograd node (:class:`Analysis2`, :class:`Synthesis2`) instead of three per level.
 LEVEL_NODES = True
 
 
@@ -535,77 +536,157 @@ def usable(x: torch.Tensor, mode: str) -> bool:
     return mode == "zero" and fusable(x)
 
 
+def _regraph(ctx, forward, inputs: tuple, grads: tuple) -> list:
+    """A multi-level node's backward as a graph (double backward): ``forward`` recomputed with the
+    three pass functions, which are exact to any order, and differentiated; None where no gradient is needed."""
+    need = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i] and t is not None]
+    with torch.enable_grad():
+        outs = forward(*inputs)
+    found = torch.autograd.grad(outs, [inputs[i] for i in need], grads, create_graph=True, allow_unused=True)
+    out = [None] * len(inputs)
+    for i, g in zip(need, found):
+        out[i] = g
+    return out
+
+
+def _composed_analysis(a: torch.Tensor, F: torch.Tensor, levels: int) -> tuple[torch.Tensor, ...]:
+    """:class:`Analysis2`'s outputs from the three pass functions, three nodes per level."""
+    details = []
+    for _ in range(levels):
+        lo, hi = Down.apply(a, F, "cols")  # low / high pass along H
+        a, cV = Down.apply(lo, F, "rows")
+        cH, cD = Down.apply(hi, F, "rows")
+        details.append((cH, cV, cD))
+    return (a, *(t for level in details[::-1] for t in level))
+
+
+def _composed_synthesis(F: torch.Tensor, crops: tuple, a: torch.Tensor, *details: torch.Tensor) -> torch.Tensor:
+    """:class:`Synthesis2`'s output from the three pass functions, three nodes per level."""
+    L = F.shape[1]
+    for (nh, nw), (cH, cV, cD) in zip(crops, zip(*[iter(details)] * 3)):
+        a = a[:, :nh, :nw]
+        lo = Up.apply(a, cV, F, "rows", 2 * nw - L + 2)
+        hi = Up.apply(cH, cD, F, "rows", 2 * nw - L + 2)
+        a = Up.apply(lo, hi, F, "cols", 2 * nh - L + 2)
+    return a
+
+
 class Analysis2(torch.autograd.Function):
-    """One 2D zero-mode analysis level of a (B, H, W) as one autograd node: (cA, cH, cV, cD), each
-    (B, nh, nw). Its backward runs the transposes (:func:`_up`, :func:`_corr`) directly; where a graph
-    of the backward is built it composes :class:`Up` and :class:`Corr` instead (any order)."""
+    """``levels`` 2D zero-mode analysis levels of a (B, H, W) as one autograd node: cA of the last
+    level, then (cH, cV, cD) of every level from the last to the first, each (B, nh, nw). Its backward
+    runs the transposes (:func:`_up`, :func:`_corr`) directly; where a graph of the backward is built
+    it recomputes the levels from the pass functions and differentiates those (any order)."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, F: torch.Tensor):
-        lo, hi = _down(a, F, "cols")  # low / high pass along H
-        cA, cV = _down(lo, F, "rows")
-        cH, cD = _down(hi, F, "rows")
-        ctx.save_for_backward(a, lo, hi, F)
-        return cA, cH, cV, cD
+    def forward(ctx, a: torch.Tensor, F: torch.Tensor, levels: int):
+        saved, details = [], []
+        for _ in range(levels):
+            lo, hi = _down(a, F, "cols")  # low / high pass along H
+            cA, cV = _down(lo, F, "rows")
+            cH, cD = _down(hi, F, "rows")
+            saved += [a, lo, hi]
+            details.append((cH, cV, cD))
+            a = cA
+        ctx.save_for_backward(F, *saved)
+        ctx.levels = levels
+        return (a, *(t for level in details[::-1] for t in level))
 
     @staticmethod
-    def backward(ctx, gA: torch.Tensor, gH: torch.Tensor, gV: torch.Tensor, gD: torch.Tensor):
-        a, lo, hi, F = ctx.saved_tensors
-        up, corr = _passes()
-        if torch.is_grad_enabled():  # a graph of the backward: the intermediate bands as functions of (a, F)
-            lo, hi = Down.apply(a, F, "cols")
-        L = F.shape[1]
-        glo, ghi = up(gA, gV, F, "rows", lo.shape[2]), up(gH, gD, F, "rows", hi.shape[2])
-        ga = up(glo, ghi, F, "cols", a.shape[1]) if ctx.needs_input_grad[0] else None
-        gF = None
-        if ctx.needs_input_grad[1]:
-            gF = corr(lo, gA, gV, "rows", L) + corr(hi, gH, gD, "rows", L) + corr(a, glo, ghi, "cols", L)
-        return ga, gF
+    def backward(ctx, gA: torch.Tensor, *g_details: torch.Tensor):
+        F, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled() or not DIRECT_BACKWARD:
+            ga, gF = _regraph(ctx, lambda a, F: _composed_analysis(a, F, ctx.levels), (saved[0], F), (gA, *g_details))
+            return ga, gF, None
+        L, gF, g = F.shape[1], None, gA
+        for level in reversed(range(ctx.levels)):  # the last (coarsest) level first
+            a, lo, hi = saved[3 * level:3 * level + 3]
+            gH, gV, gD = g_details[3 * (ctx.levels - 1 - level):3 * (ctx.levels - level)]
+            glo, ghi = _up(g, gV, F, "rows", lo.shape[2]), _up(gH, gD, F, "rows", hi.shape[2])
+            if ctx.needs_input_grad[1]:
+                part = _corr(lo, g, gV, "rows", L) + _corr(hi, gH, gD, "rows", L) + _corr(a, glo, ghi, "cols", L)
+                gF = part if gF is None else gF + part
+            g = _up(glo, ghi, F, "cols", a.shape[1]) if level or ctx.needs_input_grad[0] else None
+        return g, gF, None
 
 
 class Synthesis2(torch.autograd.Function):
-    """One 2D zero-mode synthesis level (the transpose of :class:`Analysis2`) to ``shape`` (rh, rw),
-    as one autograd node (its backward as :class:`Analysis2`'s)."""
+    """2D zero-mode synthesis levels (the transpose of :class:`Analysis2`) as one autograd node: from
+    the coarsest approximation ``a`` and the flat details (cH, cV, cD of each level, coarsest first),
+    ``a`` cropped to ``crops[j]`` = (nh, nw) before level j (pywt's rule for an approximation one sample
+    longer), each level's output (2 nh - L + 2, 2 nw - L + 2). Its backward as :class:`Analysis2`'s."""
 
     @staticmethod
-    def forward(ctx, cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
-                shape: tuple[int, int]):
-        lo = _up(cA, cV, F, "rows", shape[1])
-        hi = _up(cH, cD, F, "rows", shape[1])
-        ctx.save_for_backward(cA, cH, cV, cD, lo, hi, F)
-        return _up(lo, hi, F, "cols", shape[0])
+    def forward(ctx, F: torch.Tensor, crops: tuple, a: torch.Tensor, *details: torch.Tensor):
+        L, saved, shapes, a_in = F.shape[1], [], [], a
+        for (nh, nw), (cH, cV, cD) in zip(crops, zip(*[iter(details)] * 3)):
+            shapes.append(a.shape)
+            a = a[:, :nh, :nw].contiguous()
+            lo = _up(a, cV, F, "rows", 2 * nw - L + 2)
+            hi = _up(cH, cD, F, "rows", 2 * nw - L + 2)
+            saved += [a, lo, hi]
+            a = _up(lo, hi, F, "cols", 2 * nh - L + 2)
+        ctx.save_for_backward(F, a_in, *saved, *details)
+        ctx.crops, ctx.shapes = crops, shapes
+        return a
 
     @staticmethod
-    def backward(ctx, ga: torch.Tensor):
-        cA, cH, cV, cD, lo, hi, F = ctx.saved_tensors
-        down, corr = _passes("down", "corr")
-        if torch.is_grad_enabled():  # a graph of the backward: the intermediate bands as functions of the inputs
-            lo, hi = Up.apply(cA, cV, F, "rows", lo.shape[2]), Up.apply(cH, cD, F, "rows", hi.shape[2])
-        L = F.shape[1]
-        glo, ghi = down(ga, F, "cols")
-        gA, gV = down(glo, F, "rows")
-        gH, gD = down(ghi, F, "rows")
-        gF = None
-        if ctx.needs_input_grad[4]:
-            gF = corr(ga, lo, hi, "cols", L) + corr(glo, cA, cV, "rows", L) + corr(ghi, cH, cD, "rows", L)
-        return gA, gH, gV, gD, gF, None
+    def backward(ctx, g: torch.Tensor):
+        F, a_in, *rest = ctx.saved_tensors
+        levels = len(ctx.crops)
+        saved, details = rest[:3 * levels], rest[3 * levels:]
+        if torch.is_grad_enabled() or not DIRECT_BACKWARD:
+            grads = _regraph(ctx, lambda F, _, a, *d: _composed_synthesis(F, ctx.crops, a, *d),
+                             (F, None, a_in, *details), (g,))
+            return grads[0], None, *grads[2:]
+        L, gF, g_details = F.shape[1], None, [None] * len(details)
+        for level in reversed(range(levels)):  # the finest level first
+            a, lo, hi = saved[3 * level:3 * level + 3]
+            cH, cV, cD = details[3 * level:3 * level + 3]
+            glo, ghi = _down(g, F, "cols")
+            ga, gV = _down(glo, F, "rows")
+            gH, gD = _down(ghi, F, "rows")
+            if ctx.needs_input_grad[0]:
+                part = _corr(g, lo, hi, "cols", L) + _corr(glo, a, cV, "rows", L) + _corr(ghi, cH, cD, "rows", L)
+                gF = part if gF is None else gF + part
+            g_details[3 * level:3 * level + 3] = gH, gV, gD
+            shape = ctx.shapes[level]
+            if tuple(ga.shape) != tuple(shape):  # the crop's transpose: zeros where a was cut
+                ga = torch.nn.functional.pad(ga, (0, shape[2] - ga.shape[2], 0, shape[1] - ga.shape[1]))
+            g = ga
+        return gF, None, g, *g_details
+
+
+def wavedec2(a: torch.Tensor, F: torch.Tensor, levels: int) -> list:
+    """``levels`` 2D zero-mode analysis levels of a (B, H, W) in pywt order:
+    ``[cA, (cH, cV, cD) of the last level, ..., of the first]``."""
+    if LEVEL_NODES:
+        flat = Analysis2.apply(a, F, levels)
+    else:
+        flat = _composed_analysis(a, F, levels)
+    return [flat[0], *zip(*[iter(flat[1:])] * 3)]
+
+
+def waverec2(a: torch.Tensor, levels: list, F: torch.Tensor, crops: list) -> torch.Tensor:
+    """The inverse of :func:`wavedec2`: from the coarsest approximation ``a`` and ``levels``
+    [(cH, cV, cD), ...] (coarsest first), ``a`` cropped to ``crops[j]`` = (nh, nw) before level j."""
+    details = [t for level in levels for t in level]
+    if LEVEL_NODES:
+        return Synthesis2.apply(F, tuple(map(tuple, crops)), a, *details)
+    return _composed_synthesis(F, tuple(map(tuple, crops)), a, *details)
 
 
 def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One 2D zero-mode analysis level of a (B, H, W): (cA, cH, cV, cD), each (B, nh, nw)."""
-    if LEVEL_NODES:
-        return Analysis2.apply(a, F)
-    lo, hi = Down.apply(a, F, "cols")  # low / high pass along H
-    cA, cV = Down.apply(lo, F, "rows")
-    cH, cD = Down.apply(hi, F, "rows")
+    cA, (cH, cV, cD) = wavedec2(a, F, 1)
     return cA, cH, cV, cD
 
 
 def synthesis2(cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
                shape: tuple[int, int]) -> torch.Tensor:
-    """One 2D zero-mode synthesis level (the transpose of :func:`analysis2`) to ``shape`` (rh, rw)."""
-    if LEVEL_NODES:
-        return Synthesis2.apply(cA, cH, cV, cD, F, shape)
-    lo = Up.apply(cA, cV, F, "rows", shape[1])
-    hi = Up.apply(cH, cD, F, "rows", shape[1])
-    return Up.apply(lo, hi, F, "cols", shape[0])
+    """One 2D zero-mode synthesis level (the transpose of :func:`analysis2`) to ``shape`` (rh, rw):
+    pywt's idwt2 length, 2 nh - L + 2 (cA taken to the details' size)."""
+    L = F.shape[1]
+    if (2 * cH.shape[1] - L + 2, 2 * cH.shape[2] - L + 2) != tuple(shape):
+        raise ValueError(f"a zero-mode synthesis of {tuple(cH.shape[1:])} coefficients gives "
+                         f"{(2 * cH.shape[1] - L + 2, 2 * cH.shape[2] - L + 2)}, not {tuple(shape)}")
+    return waverec2(cA, [(cH, cV, cD)], F, [tuple(cH.shape[1:])])

@@ -688,10 +688,9 @@ def _wavedec2(bank: _Bank, x: torch.Tensor, J: int, mode: str, block: int | None
     a = x.reshape(-1, H, W)
     details = []
     if _direct(x, mode, block):
-        for _ in range(J):
-            a, cH, cV, cD = kernels.analysis2(a, bank.W)
-            details.append(tuple(t.reshape(*batch, *t.shape[-2:]) for t in (cH, cV, cD)))
-        return [a.reshape(*batch, *a.shape[-2:])] + details[::-1]
+        a, *levels = kernels.wavedec2(a, bank.W, J)
+        return [a.reshape(*batch, *a.shape[-2:])] + [tuple(t.reshape(*batch, *t.shape[-2:]) for t in level)
+                                                     for level in levels]
     for _ in range(J):
         z = _analyze_rows(bank, _analyze_last(bank, a, mode, block), mode, block)  # [2nh, B, 2nw]
         # bands[c][r] (c: band along W, r: along H); unbind keeps the backward to two stacks
@@ -708,6 +707,7 @@ def _waverec2(bank: _Bank, coeffs: Sequence, mode: str, block: int | None) -> to
     _check_tensor(a, bank.h, "approximation coefficients", 2)
     batch = a.shape[:-2]
     a = a.reshape(-1, *a.shape[-2:])
+    direct, shape, crops, levels = _direct(a, mode, block), a.shape[-2:], [], []
     for level in coeffs[1:]:
         level = (None, None, None) if level is None else tuple(level)
         if len(level) != 3:
@@ -722,15 +722,20 @@ def _waverec2(bank: _Bank, coeffs: Sequence, mode: str, block: int | None) -> to
                 shapes.add(tuple(d.shape[-2:]))
         if len(shapes) > 1:
             raise ValueError(f"all detail shapes of a level must be equal, got {sorted(shapes)}")
+        if direct:  # all levels in one call of the kernels, once every level is checked
+            nh, nw = (_matched_len(s, t) for s, t in zip(shape, shapes.pop() if shapes else shape))
+            crops.append((nh, nw))
+            levels.append(tuple(a.new_zeros(len(a), nh, nw) if d is None else d.reshape(-1, nh, nw) for d in level))
+            shape = (rec_len(nh, bank.L, mode), rec_len(nw, bank.L, mode))
+            continue
         nh, nw = (_matched_len(s, t) for s, t in zip(a.shape[-2:], shapes.pop() if shapes else a.shape[-2:]))
         a = a[:, :nh, :nw]
         cH, cV, cD = (torch.zeros_like(a) if d is None else d.reshape(-1, nh, nw) for d in level)
-        if _direct(a, mode, block):
-            a = kernels.synthesis2(a, cH, cV, cD, bank.W, (rec_len(nh, bank.L, mode), rec_len(nw, bank.L, mode)))
-            continue
         u0 = _synthesize_last(bank, a, cV, mode, block)  # along W: [B, nh, rw]
         u1 = _synthesize_last(bank, cH, cD, mode, block)
         a = _synthesize_rows(bank, u0, u1, mode, block).transpose(0, 1)  # along H: [B, rh, rw]
+    if direct:
+        a = kernels.waverec2(a, levels, bank.W, crops)
     return a.contiguous().reshape(*batch, *a.shape[-2:])
 
 

@@ -15,7 +15,7 @@ interleaved round by round at every thread count:
 * fused: as kernels, with the reconstruction error and the two L1 terms as single fused passes
   (``awd.losses.FUSED``; torch's ``mse_loss`` and ``abs``/``sum`` before), each of the three
   passes of a 2D level an autograd node of its own;
-* nodes: as fused, with a 2D level one autograd node whose backward calls the kernels directly
+* nodes: as fused, with a whole 2D transform one autograd node whose backward calls the kernels directly
   (``awd.kernels.LEVEL_NODES``, ``awd.kernels.DIRECT_BACKWARD``): the default.
 
 All five gather a batch's maps with ``index_select`` and train the same filter (checked: largest
@@ -143,7 +143,7 @@ def main() -> None:
              "25 maps, side by side on the torch threads, transforms as GEMMs. Kernels: as gemm, transforms on the "
              "direct zero-mode kernels (`awd.kernels`). Fused: as kernels, the reconstruction error and the L1 "
              "terms as single fused passes (`awd.losses.FUSED`), three autograd nodes per 2D level. Nodes: as fused, "
-             "a 2D level one autograd node whose backward calls the kernels directly (`awd.kernels.LEVEL_NODES`, "
+             "a whole 2D transform one autograd node whose backward calls the kernels directly (`awd.kernels.LEVEL_NODES`, "
              "`awd.kernels.DIRECT_BACKWARD`; the default). All gather batches with "
              "`index_select`. Written by `benchmarks/bench_distill_throughput.py`.", "",
              "| torch threads | " + " | ".join(f"{impl}: maps/s median (best)" for impl in IMPLEMENTATIONS)

@@ -105,32 +105,34 @@ def test_pass_functions_pass_gradcheck_to_second_order(axis, shape):
     assert torch.autograd.gradcheck(corr, (x, y0, y1)) and torch.autograd.gradgradcheck(corr, (x, y0, y1))
 
 
-@pytest.mark.parametrize("shape", [(2, 9, 7), (1, 6, 11)])
-def test_level_nodes_pass_gradcheck_to_second_order(shape):
-    """The one-node 2D levels (Analysis2, Synthesis2): exact first and second derivatives in the
-    input, the coefficients and the filter (the backward rebuilds its intermediate bands when a
-    graph of it is taken)."""
+@pytest.mark.parametrize("shape, levels", [((2, 9, 7), 1), ((1, 6, 11), 1), ((1, 13, 12), 2)])
+def test_level_nodes_pass_gradcheck_to_second_order(shape, levels):
+    """The one-node 2D transforms (Analysis2, Synthesis2, one or more levels, with pywt's crop of
+    an approximation one sample longer): exact first and second derivatives in the input, the
+    coefficients and the filter (a graph of the backward recomputes the levels from the passes)."""
     torch.manual_seed(1)
     h = torch.tensor(lowpass_filter("db2"), requires_grad=True)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
 
     def analysis(x, h):
-        return K.Analysis2.apply(x, torch.stack([h, qmf(h)]))
+        return K.Analysis2.apply(x, torch.stack([h, qmf(h)]), levels)
 
     assert torch.autograd.gradcheck(analysis, (x, h)) and torch.autograd.gradgradcheck(analysis, (x, h))
     coeffs = [t.detach().requires_grad_(True) for t in analysis(x, h)]
-    out = (2 * coeffs[0].shape[1] - 2, 2 * coeffs[0].shape[2] - 2)
+    crops = tuple(tuple(coeffs[1 + 3 * j].shape[1:]) for j in range(levels))
+    if levels > 1:  # the first level's output (2 n - L + 2 = 2 n - 2 for db2) is cut to the next details
+        assert crops[1] != (2 * crops[0][0] - 2, 2 * crops[0][1] - 2)
 
-    def synthesis(cA, cH, cV, cD, h):
-        return K.Synthesis2.apply(cA, cH, cV, cD, torch.stack([h, qmf(h)]), out)
+    def synthesis(h, *coeffs):
+        return K.Synthesis2.apply(torch.stack([h, qmf(h)]), crops, *coeffs)
 
-    assert torch.autograd.gradcheck(synthesis, (*coeffs, h))
-    assert torch.autograd.gradgradcheck(synthesis, (*coeffs, h))
+    assert torch.autograd.gradcheck(synthesis, (h, *coeffs))
+    assert torch.autograd.gradgradcheck(synthesis, (h, *coeffs))
 
 
 @pytest.mark.parametrize("switch", ["LEVEL_NODES", "DIRECT_BACKWARD"])
 def test_level_nodes_and_direct_backward_equal_the_three_pass_nodes(monkeypatch, switch):
-    """A distillation-like loss gives the same filter gradient with a 2D level as one node (or the
+    """A distillation-like loss gives the same filter gradient with a 2D transform as one node (or the
     backward calling the kernels directly) as with three autograd nodes per level, to float rounding
     (the filter gradient's terms are added in another order)."""
     rng = np.random.default_rng(5)
