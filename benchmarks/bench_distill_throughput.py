@@ -142,9 +142,9 @@ def main() -> None:
              "Gemm: attributions as the analysis of the input gradient (exact in zero mode), batches in 4 pieces of "
              "25 maps, side by side on the torch threads, transforms as GEMMs. Kernels: as gemm, transforms on the "
              "direct zero-mode kernels (`awd.kernels`). Fused: as kernels, the reconstruction error and the L1 "
-             "terms as single fused passes (`awd.losses.FUSED`), three autograd nodes per 2D level. Nodes: as fused, "
-             "a whole 2D transform one autograd node whose backward calls the kernels directly (`awd.kernels.LEVEL_NODES`, "
-             "`awd.kernels.DIRECT_BACKWARD`; the default). All gather batches with "
+             "terms as single fused passes (`awd.losses.FUSED`), three autograd nodes per 2D level. Nodes: as "
+             "fused, a whole 2D transform one autograd node whose backward calls the kernels directly "
+             "(`awd.kernels.LEVEL_NODES`, `awd.kernels.DIRECT_BACKWARD`; the default). All gather batches with "
              "`index_select`. Written by `benchmarks/bench_distill_throughput.py`.", "",
              "| torch threads | " + " | ".join(f"{impl}: maps/s median (best)" for impl in IMPLEMENTATIONS)
              + f" | nodes / fused | nodes / kernels | goal {GOAL:.0f} maps/s on 2 cores (nodes) |",
