@@ -283,6 +283,11 @@ def out_len(n: int, L: int) -> int:
     return (n + L - 1) // 2
 
 
+def rec_len(nc: int, L: int) -> int:
+    """Samples a zero-mode synthesis gives from nc coefficients per band (pywt ``idwt``'s length)."""
+    return 2 * nc - L + 2
+
+
 def _length(x: torch.Tensor, axis: str) -> int:
     return x.shape[1] if axis == "cols" else x.shape[2]
 
@@ -565,9 +570,9 @@ def _composed_synthesis(F: torch.Tensor, crops: tuple, a: torch.Tensor, *details
     L = F.shape[1]
     for (nh, nw), (cH, cV, cD) in zip(crops, zip(*[iter(details)] * 3)):
         a = a[:, :nh, :nw]
-        lo = Up.apply(a, cV, F, "rows", 2 * nw - L + 2)
-        hi = Up.apply(cH, cD, F, "rows", 2 * nw - L + 2)
-        a = Up.apply(lo, hi, F, "cols", 2 * nh - L + 2)
+        lo = Up.apply(a, cV, F, "rows", rec_len(nw, L))
+        hi = Up.apply(cH, cD, F, "rows", rec_len(nw, L))
+        a = Up.apply(lo, hi, F, "cols", rec_len(nh, L))
     return a
 
 
@@ -613,7 +618,7 @@ class Synthesis2(torch.autograd.Function):
     """2D zero-mode synthesis levels (the transpose of :class:`Analysis2`) as one autograd node: from
     the coarsest approximation ``a`` and the flat details (cH, cV, cD of each level, coarsest first),
     ``a`` cropped to ``crops[j]`` = (nh, nw) before level j (pywt's rule for an approximation one sample
-    longer), each level's output (2 nh - L + 2, 2 nw - L + 2). Its backward as :class:`Analysis2`'s."""
+    longer), each level's output (:func:`rec_len` of nh and nw). Its backward as :class:`Analysis2`'s."""
 
     @staticmethod
     def forward(ctx, F: torch.Tensor, crops: tuple, a: torch.Tensor, *details: torch.Tensor):
@@ -621,10 +626,10 @@ class Synthesis2(torch.autograd.Function):
         for (nh, nw), (cH, cV, cD) in zip(crops, zip(*[iter(details)] * 3)):
             shapes.append(a.shape)
             a = a[:, :nh, :nw].contiguous()
-            lo = _up(a, cV, F, "rows", 2 * nw - L + 2)
-            hi = _up(cH, cD, F, "rows", 2 * nw - L + 2)
+            lo = _up(a, cV, F, "rows", rec_len(nw, L))
+            hi = _up(cH, cD, F, "rows", rec_len(nw, L))
             saved += [a, lo, hi]
-            a = _up(lo, hi, F, "cols", 2 * nh - L + 2)
+            a = _up(lo, hi, F, "cols", rec_len(nh, L))
         ctx.save_for_backward(F, a_in, *saved, *details)
         ctx.crops, ctx.shapes = crops, shapes
         return a
@@ -684,9 +689,8 @@ def analysis2(a: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def synthesis2(cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor, F: torch.Tensor,
                shape: tuple[int, int]) -> torch.Tensor:
     """One 2D zero-mode synthesis level (the transpose of :func:`analysis2`) to ``shape`` (rh, rw):
-    pywt's idwt2 length, 2 nh - L + 2 (cA taken to the details' size)."""
-    L = F.shape[1]
-    if (2 * cH.shape[1] - L + 2, 2 * cH.shape[2] - L + 2) != tuple(shape):
-        raise ValueError(f"a zero-mode synthesis of {tuple(cH.shape[1:])} coefficients gives "
-                         f"{(2 * cH.shape[1] - L + 2, 2 * cH.shape[2] - L + 2)}, not {tuple(shape)}")
+    pywt's idwt2 length, :func:`rec_len` of the details' size (cA taken to that size)."""
+    rec = tuple(rec_len(n, F.shape[1]) for n in cH.shape[1:])
+    if rec != tuple(shape):
+        raise ValueError(f"a zero-mode synthesis of {tuple(cH.shape[1:])} coefficients gives {rec}, not {tuple(shape)}")
     return waverec2(cA, [(cH, cV, cD)], F, [tuple(cH.shape[1:])])

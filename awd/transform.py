@@ -707,7 +707,7 @@ def _waverec2(bank: _Bank, coeffs: Sequence, mode: str, block: int | None) -> to
     _check_tensor(a, bank.h, "approximation coefficients", 2)
     batch = a.shape[:-2]
     a = a.reshape(-1, *a.shape[-2:])
-    direct, shape, crops, levels = _direct(a, mode, block), a.shape[-2:], [], []
+    direct, shape, crops, levels = _direct(a, mode, block), tuple(a.shape[-2:]), [], []
     for level in coeffs[1:]:
         level = (None, None, None) if level is None else tuple(level)
         if len(level) != 3:
@@ -722,13 +722,12 @@ def _waverec2(bank: _Bank, coeffs: Sequence, mode: str, block: int | None) -> to
                 shapes.add(tuple(d.shape[-2:]))
         if len(shapes) > 1:
             raise ValueError(f"all detail shapes of a level must be equal, got {sorted(shapes)}")
+        nh, nw = (_matched_len(s, t) for s, t in zip(shape, shapes.pop() if shapes else shape))
+        shape = (rec_len(nh, bank.L, mode), rec_len(nw, bank.L, mode))  # this level's output
         if direct:  # all levels in one call of the kernels, once every level is checked
-            nh, nw = (_matched_len(s, t) for s, t in zip(shape, shapes.pop() if shapes else shape))
             crops.append((nh, nw))
             levels.append(tuple(a.new_zeros(len(a), nh, nw) if d is None else d.reshape(-1, nh, nw) for d in level))
-            shape = (rec_len(nh, bank.L, mode), rec_len(nw, bank.L, mode))
             continue
-        nh, nw = (_matched_len(s, t) for s, t in zip(a.shape[-2:], shapes.pop() if shapes else a.shape[-2:]))
         a = a[:, :nh, :nw]
         cH, cV, cD = (torch.zeros_like(a) if d is None else d.reshape(-1, nh, nw) for d in level)
         u0 = _synthesize_last(bank, a, cV, mode, block)  # along W: [B, nh, rw]
