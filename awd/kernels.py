@@ -63,10 +63,11 @@ CORR_BLOCK = 8
 PARALLEL_MIN = 1 << 17
 
 
-def _jit(fn, fastmath: bool | set = True):
-    """numba-compile ``fn`` (GIL released, fast math), cached on disk where numba finds a
-    writable place (beside the source, or the user's cache directory); without one (a read-only
-    install and no writable home) it is compiled in every process instead of failing."""
+def jit(fn, fastmath: bool | set = True):
+    """numba-compile ``fn`` (GIL released, fast math unless ``fastmath`` says otherwise), cached on
+    disk where numba finds a writable place (beside the source, or the user's cache directory);
+    without one (a read-only install and no writable home) it is compiled in every process instead
+    of failing. Shared by every compiled kernel of the project (domains' too)."""
     try:
         return numba.njit(nogil=True, fastmath=fastmath, cache=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
@@ -82,7 +83,7 @@ def _kernels(L: int) -> dict:
     b0 <= b < b1 (a thread's share); the correlations fill per-block float64 partial sums."""
     S, HALF, S2 = L - 2, L // 2, (L - 2) // 2
 
-    @_jit
+    @jit
     def split_row(src, n, xe, xo):
         """xe[S2 + q] = src[2q], xo[S2 + q] = src[2q + 1] (the rest of xe, xo stays zero); one
         loop over the pairs, so that the strided loads vectorise as one interleaved group."""
@@ -92,7 +93,7 @@ def _kernels(L: int) -> dict:
         if n % 2:
             xe[S2 + n // 2] = src[n - 1]
 
-    @_jit
+    @jit
     def down_cols(x, F, y0, y1, b0, b1):
         n, m = x.shape[1], x.shape[2]
         no = y0.shape[1]
@@ -119,7 +120,7 @@ def _kernels(L: int) -> dict:
                             r0[c] += f0 * src[c]
                             r1[c] += f1 * src[c]
 
-    @_jit
+    @jit
     def down_rows(x, F, y0, y1, b0, b1):
         r, n = x.shape[1], x.shape[2]
         no = y0.shape[2]
@@ -137,7 +138,7 @@ def _kernels(L: int) -> dict:
                         a1 += F[1, 2 * t] * xe[o + t] + F[1, 2 * t + 1] * xo[o + t]
                     r0[o], r1[o] = a0, a1
 
-    @_jit
+    @jit
     def up_cols(y0, y1, F, out, b0, b1):
         no, m = y0.shape[1], y0.shape[2]
         n = out.shape[1]
@@ -163,7 +164,7 @@ def _kernels(L: int) -> dict:
                             for c in range(m):
                                 row[c] += f0 * s0[c] + f1 * s1[c]
 
-    @_jit
+    @jit
     def up_rows(y0, y1, F, out, b0, b1):
         r, no = y0.shape[1], y0.shape[2]
         n = out.shape[2]
@@ -194,7 +195,7 @@ def _kernels(L: int) -> dict:
                 if n % 2:
                     row[n - 1] = ev[nodd]
 
-    @_jit
+    @jit
     def corr_cols(x, y0, y1, out, block, blk0, blk1):
         B, no, m = y0.shape
         n = x.shape[1]
@@ -213,7 +214,7 @@ def _kernels(L: int) -> dict:
                         out[blk, 0, j] += d0
                         out[blk, 1, j] += d1
 
-    @_jit
+    @jit
     def corr_rows(x, y0, y1, out, block, blk0, blk1):
         B, r, no = y0.shape
         n = x.shape[2]
@@ -421,9 +422,9 @@ def _loss_kernels() -> dict:
     """The kernels of :class:`SquaredDistance` and :class:`AbsSum`, each over the rows lo <= i < hi
     of 2D arrays (one batch item a row), sums accumulated in float64."""
 
-    jit = functools.partial(_jit, fastmath=_REDUCE_MATH)
+    reduce_jit = functools.partial(jit, fastmath=_REDUCE_MATH)
 
-    @jit
+    @reduce_jit
     def squared_distance(a, b, out, lo, hi):
         """out[i] = sum_k (a[i, k] - b[i, k])^2."""
         for i in range(lo, hi):
@@ -433,14 +434,14 @@ def _loss_kernels() -> dict:
                 acc += d * d
             out[i] = acc
 
-    @jit
+    @reduce_jit
     def scaled_difference(a, b, c, out, lo, hi):
         """out[i, k] = c (a[i, k] - b[i, k])."""
         for i in range(lo, hi):
             for k in range(a.shape[1]):
                 out[i, k] = c * (a[i, k] - b[i, k])
 
-    @jit
+    @reduce_jit
     def abs_sum(a, out, lo, hi):
         """out[i] = sum_k |a[i, k]|."""
         for i in range(lo, hi):
@@ -449,7 +450,7 @@ def _loss_kernels() -> dict:
                 acc += abs(np.float64(a[i, k]))
             out[i] = acc
 
-    @jit
+    @reduce_jit
     def sign_times(a, g, out, lo, hi):
         """out[i, k] = g sign(a[i, k]), 0 at 0 and at NaN (as torch.sign)."""
         for i in range(lo, hi):

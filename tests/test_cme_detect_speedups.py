@@ -1,6 +1,7 @@
 """The speed-ups of ``domains.cme.tracking.detect`` (issue 13, 512^2 frames with ~1,000 pits)
 compute the same numbers as the plain formulas they replace: every comparison here is exact
-(``np.array_equal``), against straightforward reference implementations written out below."""
+(``np.array_equal``), against straightforward reference implementations written out below, except
+the compiled (x, y, A, c) fit, which follows the batched one to float rounding."""
 from __future__ import annotations
 
 import math
@@ -257,6 +258,70 @@ def test_lm_xyAc_other_window_sizes(frame, sigma):
     assert len(got) > 20 and np.mean(np.abs(got[:, 0] - 0.3) > 1e-3) > 0.5  # the fits moved
 
 
+def _xyAc_problem(frame, sigma: float, masked: bool, start=(0.0, 0.0)):
+    """Windows, weights, start points and coords of every significant local maximum of a dense frame."""
+    img = frame[0].astype(np.float64)
+    w = math.ceil(4 * sigma)
+    pf = D.prefilter(img, sigma, 0.05)
+    ys, xs = np.nonzero(D.local_maxima(pf.log, 3) & pf.mask)
+    inside = (xs >= w) & (xs < img.shape[1] - w) & (ys >= w) & (ys < img.shape[0] - w)
+    xs, ys = xs[inside], ys[inside]
+    data, wts = D.extract_windows(img, xs, ys, w, ndimage.label(pf.mask)[0] if masked else None)
+    nw = 2 * w + 1
+    p0 = np.column_stack([np.full(len(xs), start[0]), np.full(len(xs), start[1]), pf.A[ys, xs], pf.c[ys, xs]])
+    return (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, np.arange(-w, w + 1, dtype=np.float64), sigma), w
+
+
+@pytest.mark.parametrize("sigma, masked, start", [(1.2, False, (0.0, 0.0)), (1.2, True, (0.0, 0.0)),
+                                                  (0.7, True, (0.3, -0.2)), (2.3, False, (0.3, -0.2))])
+def test_compiled_lm_xyAc_is_the_batched_iteration_to_rounding(frame, sigma, masked, start):
+    """The compiled per-spot iteration (fit_windows' default) takes the batched one's steps: its fits
+    agree to 1e-9 px and 1e-9 relative in A and c, far below the 1e-4 px stopping tolerance, so a
+    different step, damping or stopping rule anywhere on the way would show."""
+    args, w = _xyAc_problem(frame, sigma, masked, start)
+    got = D._lm_xyAc_compiled(*args, escape=w + 1.0)
+    want = D._lm_xyAc(*args, escape=w + 1.0)
+    assert len(want) > 20 and np.mean(np.abs(want[:, 0] - start[0]) > 1e-3) > 0.5  # the fits moved
+    np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got[:, 2:], want[:, 2:], rtol=1e-9, atol=1e-9)
+
+
+def test_compiled_lm_xyAc_stops_where_the_batched_one_does(frame):
+    """Few iterations and a small escape radius: the per-spot loop ends each spot at the same
+    iteration (iteration cap, escape) as the batched one drops it."""
+    args, w = _xyAc_problem(frame, 1.2, True, (0.6, -0.6))
+    for max_iter, escape in ((1, 5.0), (3, 5.0), (30, 0.8)):
+        got = D._lm_xyAc_compiled(*args, escape=escape, max_iter=max_iter, max_shift=0.5)
+        want = D._lm_xyAc(*args, escape=escape, max_iter=max_iter, max_shift=0.5)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert np.mean(np.abs(want[:, :2]).max(1) > 0.8) > 0.05  # some spots escaped
+
+
+def test_fit_windows_runs_the_compiled_fit_by_default(frame, monkeypatch):
+    args, w = _xyAc_problem(frame, 1.2, True)
+    data, wts, p0, coords, sigma = args
+    n = len(p0)
+    run = lambda: D.fit_windows(data.reshape(n, -1), wts.reshape(n, -1), np.full(n, 20), np.full(n, 20),  # noqa: E731
+                                np.zeros(n), np.zeros(n), sigma, A0=p0[:, 2], c0=p0[:, 3], conf_radius=2.0)
+    compiled = run()
+    monkeypatch.setattr(D, "COMPILED_LM", False)
+    batched = run()
+    assert np.array_equal(compiled.ok, batched.ok) and compiled.ok.sum() > 20
+    for name, tol in (("x", dict(rtol=0, atol=1e-9)), ("y", dict(rtol=0, atol=1e-9)), ("A", dict(rtol=1e-9)),
+                      ("c", dict(rtol=1e-9)), ("pval_A", dict(rtol=1e-6, atol=1e-12))):
+        np.testing.assert_allclose(getattr(compiled, name), getattr(batched, name), err_msg=name, **tol)
+
+    def no_batched(*a, **k):
+        raise AssertionError("the batched iteration ran")
+
+    monkeypatch.setattr(D, "_lm_xyAc", no_batched)
+    monkeypatch.setattr(D, "COMPILED_LM", True)
+    run()  # the default never calls the batched iteration
+    with pytest.raises(AssertionError, match="batched iteration ran"):
+        monkeypatch.setattr(D, "COMPILED_LM", False)
+        run()
+
+
 def _mixture_inputs(frame):
     """Windows around the significant single fits of ``frame`` (mask weights), started as two
     sources 1 px either side of the fit, as :func:`fit_mixtures` does."""
@@ -310,6 +375,41 @@ def test_lm_dense_is_the_plain_iteration(frame):
     got, want = D._lm_dense(*args), plain_lm_dense(*args)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     assert np.all(fs(q0, True)[0] == fs(q0, False)[0])  # the model without the Jacobian is the same
+
+
+def test_compiled_lm_dense_is_the_batched_iteration_to_rounding(frame, monkeypatch):
+    """A :class:`_Model` runs on the compiled per-spot iteration; it takes the batched iteration's
+    steps: parameters to 1e-9 (relative in the amplitudes), RSS to 1e-12 relative, for mixtures with
+    every or some parameters free, 0/1 or unit weights, and free-sigma fits with shot-noise weights."""
+    data, wts, p0, coords, sigma = _mixture_inputs(frame)
+    mixture = D._Model("mixture", coords, sigma, 2)
+    tol = np.array([1e-3] * 4 + [1e-1] * 3)
+    clip = np.array([1.0] * 4 + [np.inf] * 3)
+    esc = np.array([6.0] * 4 + [np.inf] * 3)
+    cases = [(data, wts, p0, mixture, np.arange(7), tol, clip, esc, 20),
+             (data, np.ones_like(wts), p0, mixture, np.array([0, 2, 4, 5, 6]), tol[[0, 2, 4, 5, 6]],
+              clip[[0, 2, 4, 5, 6]], esc[[0, 2, 4, 5, 6]], 3)]
+    w5 = math.ceil(5 * sigma)
+    img = frame[0].astype(np.float64)
+    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
+    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
+    ok = (xi >= w5) & (xi < img.shape[1] - w5) & (yi >= w5) & (yi < img.shape[0] - w5)
+    d5, _ = D.extract_windows(img, xi[ok], yi[ok], w5)
+    free_sigma = D._Model("free_sigma", np.arange(-w5, w5 + 1, dtype=np.float64))
+    q0 = np.column_stack([tab["x"][ok] - xi[ok], tab["y"][ok] - yi[ok], tab["A"][ok], np.full(ok.sum(), sigma),
+                          tab["c"][ok]])
+    wt5 = 1.0 / np.sqrt(50.0 + 0.5 * np.maximum(free_sigma(q0, False)[0] - q0[:, 4, None], 0.0))
+    cases.append((d5, wt5, q0, free_sigma, np.arange(5), np.array([1e-4, 1e-4, 1e-2, 1e-5, 1e-2]),
+                  np.array([1.0, 1.0, np.inf, 0.3, np.inf]), np.array([2.0, 2.0, np.inf, 3.6, np.inf]), 50))
+    for d, wt, start, model, free, t, cl, es, it in cases:
+        got = D._lm_dense(d, wt, start, model, free, t, cl, es, max_iter=it)
+        with monkeypatch.context() as m:
+            m.setattr(D, "COMPILED_LM", False)
+            want = D._lm_dense(d, wt, start, model, free, t, cl, es, max_iter=it)
+        assert np.mean(np.abs(want[0][:, free] - start[:, free]).max(1) > 1e-3) > 0.5  # the fits moved
+        scale = np.maximum(np.abs(want[0]), 1.0)
+        np.testing.assert_array_less(np.abs(got[0] - want[0]) / scale, 1e-9)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
 
 
 def test_detect_movie_checks_configured_sigmas_on_its_detections(caplog):
