@@ -48,30 +48,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-try:  # pragma: no cover - exercised by the import itself
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
-
-#: Whether the compiled kernels can be used (numba importable).
-AVAILABLE = numba is not None
+from awd.compiled import AVAILABLE, jit, numba  # noqa: F401 (AVAILABLE, numba: part of this module's API)
 
 #: Batch items per partial sum of the filter correlation: the partials are added in a fixed
 #: order, so the gradients do not depend on how many threads computed them.
 CORR_BLOCK = 8
 #: Calls with fewer output values than this run on the calling thread only.
 PARALLEL_MIN = 1 << 17
-
-
-def jit(fn, fastmath: bool | set = True):
-    """numba-compile ``fn`` (GIL released, fast math unless ``fastmath`` says otherwise), cached on
-    disk where numba finds a writable place (beside the source, or the user's cache directory);
-    without one (a read-only install and no writable home) it is compiled in every process instead
-    of failing. Shared by every compiled kernel of the project (domains' too)."""
-    try:
-        return numba.njit(nogil=True, fastmath=fastmath, cache=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True, fastmath=fastmath)(fn)
 
 
 @functools.lru_cache(maxsize=None)

@@ -357,10 +357,24 @@ def brightness_lines(replicate_runs: dict) -> list[str]:
     return L
 
 
+def versions() -> str:
+    """The versions of the compiled and peer libraries the rates depend on (trackpy.locate's rate
+    moved 5-6x between environments)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("numba", "trackpy", "laptrack"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name} not installed")
+    return ", ".join(out)
+
+
 def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> str:
     L = ["# CME detection, linking and accuracy at real pit densities", "",
          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-         f"numpy {np.__version__}. Settings: {vars(args)}.", "",
+         f"numpy {np.__version__}, {versions()}. Settings: {vars(args)}.", "",
          f"## Speed ({sp['size']}x{sp['size']}, {sp['frames']} frames, {sp['true_spots_per_frame']:.0f} true pits "
          f"and {sp['detections_per_frame']:.0f} detections per frame, PSF 1.2 px)", "",
          f"Load average (shared machine): {sp['load_average_before']:.1f} before, {sp['load_average_after']:.1f} "

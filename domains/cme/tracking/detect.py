@@ -46,7 +46,7 @@ from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
 from awd.io import InputError, known_fields
-from awd.kernels import AVAILABLE as COMPILER_AVAILABLE, jit
+from awd.compiled import AVAILABLE as COMPILER_AVAILABLE, jit
 
 log = logging.getLogger(__name__)
 
