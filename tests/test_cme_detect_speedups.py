@@ -218,23 +218,24 @@ def test_windows_are_the_pixels_around_each_centre(frame):
     assert np.array_equal(got, frame[0][(yi[:, None] + off)[:, :, None], (xi[:, None] + off)[:, None, :]])
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_lm_xyAc_is_the_plain_per_axis_iteration(frame, masked):
-    sigma = 1.2
+def _xyAc_problem(frame, sigma: float, masked: bool, start=(0.0, 0.0), alpha: float = 0.05):
+    """Windows, weights, start points and coords of every significant local maximum of a dense frame."""
     img = frame[0].astype(np.float64)
-    pf = D.prefilter(img, sigma, 0.01)
-    lm = D.local_maxima(pf.log, 3) & pf.mask
-    ys, xs = np.nonzero(lm)
     w = math.ceil(4 * sigma)
+    pf = D.prefilter(img, sigma, alpha)
+    ys, xs = np.nonzero(D.local_maxima(pf.log, 3) & pf.mask)
     inside = (xs >= w) & (xs < img.shape[1] - w) & (ys >= w) & (ys < img.shape[0] - w)
     xs, ys = xs[inside], ys[inside]
-    labels = ndimage.label(pf.mask)[0] if masked else None
-    data, wts = D.extract_windows(img, xs, ys, w, labels)
-    assert (wts == 0).any() == masked
+    data, wts = D.extract_windows(img, xs, ys, w, ndimage.label(pf.mask)[0] if masked else None)
     nw = 2 * w + 1
-    coords = np.arange(-w, w + 1, dtype=np.float64)
-    p0 = np.column_stack([np.zeros(len(xs)), np.zeros(len(xs)), pf.A[ys, xs], pf.c[ys, xs]])
-    args = (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, coords, sigma)
+    p0 = np.column_stack([np.full(len(xs), start[0]), np.full(len(xs), start[1]), pf.A[ys, xs], pf.c[ys, xs]])
+    return (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, np.arange(-w, w + 1, dtype=np.float64), sigma), w
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_lm_xyAc_is_the_plain_per_axis_iteration(frame, masked):
+    args, _ = _xyAc_problem(frame, 1.2, masked, alpha=0.01)
+    assert (args[1] == 0).any() == masked
     got = D._lm_xyAc(*args, escape=4.0)
     assert np.array_equal(got, plain_lm_xyAc(*args, escape=4.0))
     assert len(got) > 20 and np.mean(np.abs(got[:, :2]) < 1) > 0.8  # real fits near their pixel
@@ -243,33 +244,10 @@ def test_lm_xyAc_is_the_plain_per_axis_iteration(frame, masked):
 @pytest.mark.parametrize("sigma", [0.7, 2.3])
 def test_lm_xyAc_other_window_sizes(frame, sigma):
     """Windows of 7 and 21 pixels (the 1-D sums' short and accumulating paths)."""
-    img = frame[0].astype(np.float64)
-    w = math.ceil(4 * sigma)
-    pf = D.prefilter(img, sigma, 0.05)
-    ys, xs = np.nonzero(D.local_maxima(pf.log, 3) & pf.mask)
-    inside = (xs >= w) & (xs < img.shape[1] - w) & (ys >= w) & (ys < img.shape[0] - w)
-    xs, ys = xs[inside], ys[inside]
-    data, wts = D.extract_windows(img, xs, ys, w, ndimage.label(pf.mask)[0])
-    nw = 2 * w + 1
-    p0 = np.column_stack([np.full(len(xs), 0.3), np.full(len(xs), -0.2), pf.A[ys, xs], pf.c[ys, xs]])
-    args = (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, np.arange(-w, w + 1, dtype=np.float64), sigma)
+    args, w = _xyAc_problem(frame, sigma, True, (0.3, -0.2))
     got = D._lm_xyAc(*args, escape=w + 1.0)
     assert np.array_equal(got, plain_lm_xyAc(*args, escape=w + 1.0))
     assert len(got) > 20 and np.mean(np.abs(got[:, 0] - 0.3) > 1e-3) > 0.5  # the fits moved
-
-
-def _xyAc_problem(frame, sigma: float, masked: bool, start=(0.0, 0.0)):
-    """Windows, weights, start points and coords of every significant local maximum of a dense frame."""
-    img = frame[0].astype(np.float64)
-    w = math.ceil(4 * sigma)
-    pf = D.prefilter(img, sigma, 0.05)
-    ys, xs = np.nonzero(D.local_maxima(pf.log, 3) & pf.mask)
-    inside = (xs >= w) & (xs < img.shape[1] - w) & (ys >= w) & (ys < img.shape[0] - w)
-    xs, ys = xs[inside], ys[inside]
-    data, wts = D.extract_windows(img, xs, ys, w, ndimage.label(pf.mask)[0] if masked else None)
-    nw = 2 * w + 1
-    p0 = np.column_stack([np.full(len(xs), start[0]), np.full(len(xs), start[1]), pf.A[ys, xs], pf.c[ys, xs]])
-    return (data.reshape(-1, nw, nw), wts.reshape(-1, nw, nw), p0, np.arange(-w, w + 1, dtype=np.float64), sigma), w
 
 
 @pytest.mark.parametrize("sigma, masked, start", [(1.2, False, (0.0, 0.0)), (1.2, True, (0.0, 0.0)),

@@ -990,7 +990,7 @@ def _free_sigma_model(p: np.ndarray, coords: np.ndarray, jac: bool | str = True)
     return (AG + p[:, 4, None, None]).reshape(n, -1), J.reshape(n, 5, -1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # an array field: identity, not elementwise, equality
 class _Model:
     """A window model of the dense fits: ``kind`` "mixture" (:func:`_mixture_model`, K Gaussians of
     fixed ``sigma``) or "free_sigma" (:func:`_free_sigma_model`). Called as ``fn(p, jac)`` it is the
@@ -1081,6 +1081,19 @@ def _dense_normal_eq(J, r, w, weighted, free, H0, grad):
 
 
 @_exact
+def _weighted_residual(d, model, w, weighted, r):
+    """r = w (d - model) of one window (w not applied where ``weighted`` is False); returns its RSS."""
+    rss = 0.0
+    for q in range(d.shape[0]):
+        v = d[q] - model[q]
+        if weighted:
+            v *= w[q]
+        r[q] = v
+        rss += v * v
+    return rss
+
+
+@_exact
 def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, clip, escape, max_iter, out, out_rss):
     """:func:`_lm_dense`'s iteration, spot by spot, into out (N, P) and out_rss (N,)."""
     n, P = p0.shape
@@ -1095,13 +1108,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
         d, w = data[i], wts[i]
         p[:] = p0[i]
         _dense_model(kind, K, sigma, coords, p, model, J, True, gx, gy, dx, dy)
-        rss = 0.0
-        for q in range(npx):
-            v = d[q] - model[q]
-            if weighted:
-                v *= w[q]
-            r[q] = v
-            rss += v * v
+        rss = _weighted_residual(d, model, w, weighted, r)
         _dense_normal_eq(J, r, w, weighted, free, H0, grad)
         lam = 1e-3
         for _ in range(max_iter):
@@ -1120,13 +1127,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
                 step[a] = min(max(step[a], -clip[a]), clip[a])
                 p1[free[a]] += step[a]
             _dense_model(kind, K, sigma, coords, p1, model, J, False, gx, gy, dx, dy)
-            rss1 = 0.0
-            for q in range(npx):
-                v = d[q] - model[q]
-                if weighted:
-                    v *= w[q]
-                r1[q] = v
-                rss1 += v * v
+            rss1 = _weighted_residual(d, model, w, weighted, r1)
             if rss1 < rss:
                 p, p1, r, r1 = p1, p, r1, r
                 rss = rss1
