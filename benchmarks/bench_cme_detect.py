@@ -357,6 +357,23 @@ def brightness_lines(replicate_runs: dict) -> list[str]:
     return L
 
 
+def miss_cause_lines(replicate_runs: dict) -> list[str]:
+    """The missed aux+ labels of tracks > 80 s by cause (``accuracy.aux_miss_causes``), summed over
+    each group's cells, for the linker and for oracle linking; dim pits (peak SNR < 10) in brackets."""
+    causes = list(acc.MISS_CAUSES)
+    L = ["| cells | linking | missed / aux+ > 80 s | " + " | ".join(causes) + " |",
+         "|---|---|---|" + "---|" * len(causes)]
+    for group, cells in replicate_runs.items():
+        for which, label in (("scores", "linker"), ("oracle_scores", "oracle")):
+            scores = [c[which] for c in cells]
+            n = sum(c["n_aux_positive_long"] for c in scores)
+            count = {k: sum(c[f"aux_miss_long_{k}"] for c in scores) for k in causes}
+            dim = {k: sum(c[f"aux_miss_dim_long_{k}"] for c in scores) for k in causes}
+            L.append(f"| {group} | {label} | {sum(count.values())} / {n} | "
+                     + " | ".join(f"{count[k]} ({dim[k]})" for k in causes) + " |")
+    return L
+
+
 def versions() -> str:
     """The versions of the compiled and peer libraries the rates depend on (trackpy.locate's rate
     moved 5-6x between environments)."""
@@ -450,6 +467,13 @@ def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> st
               "tracks of the whole-track goal). A dim pit is detected in only part of its frames, so the project "
               "track that holds most of them often misses its burst or belongs to a neighbour.", ""]
         L += brightness_lines(replicate_runs) + [""]
+        L += ["### Why tracks > 80 s miss their aux+ label (summed over the cells)", "",
+              "Each missed aux+ track > 80 s (the `sens. >80 s` population) by what `accuracy.aux_miss_causes` "
+              "finds after the end of its dominant project track: "
+              + "; ".join(f"`{k}`: {v}" for k, v in acc.MISS_CAUSES.items())
+              + ". In brackets: of dim pits (peak SNR < 10). `taken` and `new_track` are linking's share, "
+              "`not_detected_after` detection's.", ""]
+        L += miss_cause_lines(replicate_runs) + [""]
     return "\n".join(L)
 
 

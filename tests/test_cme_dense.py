@@ -105,6 +105,44 @@ def test_track_scores_by_hand():
     assert s["aux_sensitivity"] == pytest.approx(1 / 3) and s["whole_fraction"] == 0.6
 
 
+def test_aux_miss_causes_by_hand():
+    """Each cause of a missed long aux+ label on a hand-made case (true tracks of 10 frames, 'long' > 7)."""
+    truth = pd.concat([_rows(t, range(10), x) for t, x in
+                       ((1, 10), (2, 30), (3, 50), (4, 53), (5, 70), (6, 90), (7, 110), (8, 130), (9, 150))],
+                      ignore_index=True)
+    truth = truth[(truth["track_id"] != 9) | (truth["frame"] < 5)]  # true track 9: 5 frames, not long
+    truth_tracks = pd.DataFrame({
+        "track_id": range(1, 10), "visibility": 1, "class": "productive",
+        "aux_positive": [True, True, True, False, True, True, True, True, True],
+        "lifetime_frames": [10] * 8 + [5], "snr_max_clathrin": [20, 6.0, 20, 20, 20, 20, 20, 20, 20]})
+    neighbour = _rows(15, range(10), 53.1)
+    neighbour.loc[neighbour["frame"] >= 7, "x"] = 50.2  # takes true track 3's last frames
+    rows = pd.concat([
+        _rows(11, range(9), 10.1),                           # 1: reaches the end (8 >= 9 - 2), not labelled
+        _rows(12, range(6), 30.1), _rows(13, range(6, 10), 30.1),  # 2: goes on in a new track
+        _rows(14, range(7), 50.1), neighbour,                # 3: taken by the neighbour's running track
+        _rows(16, range(5), 70.1),                           # 5: detected later, in no track
+        _rows(17, range(5), 90.1),                           # 6: not detected after frame 4
+        _rows(18, range(10), 130.1),                         # 8: labelled, not missed
+        _rows(19, range(5), 150.1)], ignore_index=True)      # 9: not long
+    tracks = pd.DataFrame({"track_id": range(11, 20), "n_frames": 10,
+                           "aux_positive": [False, False, True, False, False, False, False, True, False]})
+    detections = pd.concat([rows, _rows(-1, range(7, 10), 70.2)], ignore_index=True)
+    m = acc.aux_miss_causes(rows, tracks, truth, truth_tracks, detections, long_frames=7)
+    assert m["track_id"].tolist() == [1, 2, 3, 5, 6, 7]
+    assert m["cause"].tolist() == ["label", "new_track", "taken", "not_tracked_after", "not_detected_after",
+                                   "untracked"]
+    assert m["snr_max_clathrin"].tolist() == [20, 6.0, 20, 20, 20, 20]
+    np.testing.assert_array_equal(m["dominant_last_frame"], [8, 5, 6, 4, 4, np.nan])
+    assert (m["true_last_frame"] == 9).all()
+    # the same numbers as track_scores' misses, and by cause in score_movie's keys
+    s = acc.track_scores(rows, tracks, truth, truth_tracks, long_frames=7)
+    assert s["n_aux_positive_long"] * (1 - s["aux_sensitivity_long"]) == pytest.approx(len(m))
+    # the end tolerance: with end_frames 0 the track ending one frame early has stopped before the end
+    m0 = acc.aux_miss_causes(rows, tracks, truth, truth_tracks, detections, long_frames=7, end_frames=0)
+    assert m0.loc[m0["track_id"] == 1, "cause"].item() == "not_detected_after"
+
+
 @pytest.fixture(scope="module")
 def truth_only() -> sim.SimulatedCell:
     cfg = sim.SimulationConfig(height=192, width=192, n_frames=150, density=DENSITY)
@@ -117,9 +155,9 @@ def _oracle(cell: sim.SimulatedCell, cut_halves: bool = False):
     truth = cell.truth_detections[cell.truth_detections["A_clathrin"] > 0]
     rows = truth[["track_id", "frame", "x", "y"]].copy()
     if cut_halves:
-        first = truth.groupby("track_id")["frame"].transform("min")
+        rank = truth.groupby("track_id")["frame"].rank(method="first") - 1
         n = truth.groupby("track_id")["frame"].transform("size")
-        rows["track_id"] = 2 * rows["track_id"] + ((rows["frame"] - first) >= n // 2)
+        rows["track_id"] = 2 * rows["track_id"] + (rank >= (n + 1) // 2)  # the first half holds >= half the spots
     tracks = rows.groupby("track_id").agg(n_frames=("frame", "size")).reset_index()
     tt = cell.truth_tracks.set_index("track_id")["aux_positive"]
     tracks["aux_positive"] = tt.reindex(tracks["track_id"] // (2 if cut_halves else 1)).to_numpy()
@@ -142,11 +180,21 @@ def test_score_movie_of_oracle_predictions(truth_only):
     for key in ("split_fraction", "merged_fraction", "aux_false_positive_rate", "det_rmse_px",
                 "lifetime_error_mae"):
         assert s[key] == 0.0, key
+    causes = [f"aux_miss_long_{c}" for c in acc.MISS_CAUSES]
+    assert s["n_aux_positive_long"] >= 5 and not any(s[k] for k in causes)
+    # the same tracks unlabelled: every long aux+ miss is the label's (the tracks reach the pits' ends)
+    s = acc.score_movie(cell.truth_detections, cell.truth_tracks, rows,
+                        project_tracks=tracks.assign(aux_positive=False), project_rows=rows, **kw)
+    assert s["aux_miss_long_label"] == s["n_aux_positive_long"] == sum(s[k] for k in causes)
     halves, half_tracks = _oracle(cell, cut_halves=True)
     s = acc.score_movie(cell.truth_detections, cell.truth_tracks, halves, project_tracks=half_tracks,
                         project_rows=halves, **kw)
     assert s["whole_fraction"] == 0.0 and s["split_fraction"] == 1.0 and s["pieces_per_track"] == 2.0
-    assert s["merged_fraction"] == 0.0
+    assert s["merged_fraction"] == 0.0 and not any(s[k] for k in causes)  # both halves carry the label
+    # unlabelled halves: the first (dominant) half stops mid-pit and the pit goes on in the second
+    s = acc.score_movie(cell.truth_detections, cell.truth_tracks, halves,
+                        project_tracks=half_tracks.assign(aux_positive=False), project_rows=halves, **kw)
+    assert s["aux_miss_long_new_track"] == s["n_aux_positive_long"] >= 5
     truth = cell.truth_detections[cell.truth_detections["A_clathrin"] > 0]
     nn = acc.neighbour_distance(truth)
     bright = truth["snr_clathrin"].to_numpy() >= 10

@@ -16,7 +16,8 @@
   (``benchmarks/bench_cme_detect.py``) score: precision and recall overall, for SNR >= 10 and
   by nearest-neighbour distance (:func:`detection_scores`); whole, split and merged tracks,
   lifetime errors and auxilin sensitivity / false positives of the processed tracks
-  (:func:`track_scores`). :func:`movie_to_tracks` runs the ingest's detect -> link -> process.
+  (:func:`track_scores`); why long aux+ tracks lose their label (:func:`aux_miss_causes`).
+  :func:`movie_to_tracks` runs the ingest's detect -> link -> process.
 * Oracle linking: :func:`oracle_link` links detections by the true track each one matches, so
   a movie scored once with the linker and once with the oracle splits what linking costs from
   what detection, fitting and labelling cost.
@@ -235,12 +236,27 @@ def detection_scores(pred: pd.DataFrame, truth: pd.DataFrame, matches: pd.DataFr
 
 def _assign(project_rows: pd.DataFrame, truth: pd.DataFrame, max_dist: float,
             truth_track_col: str, pred_track_col: str) -> pd.DataFrame:
-    """(tid, pid) of every true spot-frame matched to a project track row (one-to-one per frame)."""
+    """(tid, pid, frame) of every true spot-frame matched to a project track row (one-to-one per frame)."""
     rows = project_rows[np.isfinite(project_rows["x"].to_numpy(float))
                         & np.isfinite(project_rows["y"].to_numpy(float))]
     m = match_detections(rows, truth, max_dist)
     return pd.DataFrame({"tid": truth.loc[m["truth"], truth_track_col].to_numpy(),
-                         "pid": rows.loc[m["pred"], pred_track_col].to_numpy()})
+                         "pid": rows.loc[m["pred"], pred_track_col].to_numpy(), "frame": m["frame"].to_numpy()})
+
+
+def _dominant(a: pd.DataFrame) -> pd.DataFrame:
+    """Per true track (index tid): its dominant project track ``pid`` (most matched frames, the
+    lower id on ties) and that track's count ``n``; from :func:`_assign`'s table."""
+    counts = a.groupby(["tid", "pid"]).size().rename("n").reset_index()
+    dom = counts.sort_values(["tid", "n", "pid"], ascending=[True, False, True]).drop_duplicates("tid")
+    return dom.set_index("tid")
+
+
+def _aux_population(tt: pd.DataFrame, frames: np.ndarray, min_len: int) -> np.ndarray:
+    """The true tracks (rows of ``tt``) whose auxilin labels are scored: complete, >= ``min_len``
+    frames, not hotspots or auxilin-only puncta (the branch drops hotspots)."""
+    return ((tt["visibility"].to_numpy() == 1) & (frames >= min_len)
+            & ~tt["class"].isin(["hotspot", "aux_only"]).to_numpy())
 
 
 def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth: pd.DataFrame,
@@ -285,8 +301,7 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
     a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
     n_true = truth.groupby(truth_track_col).size()
     counts = a.groupby(["tid", "pid"]).size().rename("n").reset_index()
-    dom = counts.sort_values(["tid", "n", "pid"], ascending=[True, False, True]).drop_duplicates("tid")
-    dom = dom.set_index("tid")
+    dom = _dominant(a)
     n_pieces = counts.groupby("tid").size()
     n_matched = counts.groupby("tid")["n"].sum()
     tt = truth_tracks.set_index(truth_track_col)
@@ -326,7 +341,7 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
         flagged = np.zeros(len(tt), bool)
         has = dom_pid.notna().to_numpy()
         flagged[has] = label.reindex(dom_pid[has].astype(np.int64)).fillna(False).to_numpy(bool)
-        pop = complete & (frames >= min_len) & ~tt["class"].isin(["hotspot", "aux_only"]).to_numpy()
+        pop = _aux_population(tt, frames, min_len)
         pos = tt["aux_positive"].to_numpy(bool)
         long = tt["lifetime_frames"].to_numpy(float) > long_frames
         snr = tt["snr_max_clathrin"].to_numpy(float) >= snr_min
@@ -338,6 +353,83 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
             out[f"aux_sensitivity{suffix}"] = _fraction(flagged[p])
             out[f"aux_false_positive_rate{suffix}"] = _fraction(flagged[n])
     return out
+
+
+#: why the dominant project track of a true aux+ track is not labelled aux+ (:func:`aux_miss_causes`),
+#: in the order they are tested.
+MISS_CAUSES = {
+    "untracked": "no project track holds any of its frames",
+    "label": "its dominant track reaches the pit's last frame (within end_frames); its auxilin frames did not "
+             "pass the label tests",
+    "taken": "its dominant track ends early and the pit's next frame is held by a track that began before it "
+             "(a neighbour's, or a swap within a pair too close to resolve)",
+    "new_track": "its dominant track ends early and the pit goes on in a track that begins there (a gap or a jump "
+                 "the linker did not close)",
+    "not_tracked_after": "its dominant track ends early; the pit is detected later, but in no kept track",
+    "not_detected_after": "its dominant track ends early and the pit is not detected after it (its fading end "
+                          "lies below the detection limit)",
+}
+
+
+def aux_miss_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth: pd.DataFrame,
+                    truth_tracks: pd.DataFrame, detections: pd.DataFrame, *, max_dist: float = 2.0,
+                    min_len: int = 5, long_frames: float = 80.0, end_frames: int = 2,
+                    aux_col: str = "aux_positive", truth_track_col: str = "track_id",
+                    pred_track_col: str = "track_id") -> pd.DataFrame:
+    """The true aux+ tracks longer than ``long_frames`` frames that :func:`track_scores` counts
+    as missed (its ``aux_sensitivity_long`` population, dominant project track not labelled
+    ``aux_col``), each with the cause of the miss (:data:`MISS_CAUSES`).
+
+    The burst comes at the pit's end, so a label is lost when the dominant track stops before
+    it: what follows the stop tells linking (``taken``, ``new_track``) from detection
+    (``not_detected_after``). ``detections``: the detected spots (frame, x, y) the tracks were
+    linked from, matched to ``truth`` within ``max_dist``. Returns columns ``track_id`` (true),
+    ``snr_max_clathrin``, ``cause``, ``dominant_last_frame``, ``true_last_frame``.
+    """
+    _require(detections, ("frame", "x", "y"), "detections")
+    columns = [truth_track_col, "snr_max_clathrin", "cause", "dominant_last_frame", "true_last_frame"]
+    if aux_col not in project_tracks:
+        return pd.DataFrame(columns=columns)
+    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
+    dom = _dominant(a)
+    n_true = truth.groupby(truth_track_col).size()
+    true_last = truth.groupby(truth_track_col)["frame"].max()
+    tt = truth_tracks.set_index(truth_track_col)
+    tt = tt.loc[tt.index.intersection(n_true.index)]
+    label = project_tracks.set_index(pred_track_col)[aux_col].astype("boolean").fillna(False).astype(bool)
+    dom_pid = dom["pid"].reindex(tt.index)
+    flagged = label.reindex(dom_pid.dropna().astype(np.int64)).fillna(False).to_numpy(bool)
+    missed = np.ones(len(tt), bool)
+    missed[dom_pid.notna().to_numpy()] = ~flagged
+    sel = (_aux_population(tt, n_true.reindex(tt.index).to_numpy(), min_len) & tt["aux_positive"].to_numpy(bool)
+           & (tt["lifetime_frames"].to_numpy(float) > long_frames) & missed)
+    rows_span = project_rows.groupby(pred_track_col)["frame"].agg(["min", "max"])
+    m = match_detections(detections, truth, max_dist)
+    detected = pd.DataFrame({"tid": truth.loc[m["truth"], truth_track_col].to_numpy(), "frame": m["frame"].to_numpy()})
+    by_tid, det_by_tid = a.groupby("tid"), detected.groupby("tid")
+    out = []
+    for tid in tt.index[sel]:
+        end = int(true_last[tid])
+        if pd.isna(dom_pid[tid]):
+            out.append((tid, "untracked", np.nan, end))
+            continue
+        last = int(rows_span.loc[int(dom_pid[tid]), "max"])
+        if last >= end - end_frames:
+            cause = "label"
+        else:
+            later = by_tid.get_group(tid)
+            later = later[later["frame"] > last].sort_values("frame")
+            if len(later):
+                nxt = later.iloc[0]
+                cause = "taken" if rows_span.loc[nxt["pid"], "min"] < nxt["frame"] else "new_track"
+            elif tid in det_by_tid.groups and (det_by_tid.get_group(tid)["frame"] > last).any():
+                cause = "not_tracked_after"
+            else:
+                cause = "not_detected_after"
+        out.append((tid, cause, last, end))
+    res = pd.DataFrame(out, columns=[truth_track_col, "cause", "dominant_last_frame", "true_last_frame"])
+    res.insert(1, "snr_max_clathrin", tt["snr_max_clathrin"].reindex(res[truth_track_col]).to_numpy(float))
+    return res[columns]
 
 
 def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, detections: pd.DataFrame, *,
@@ -354,7 +446,9 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
     leave the image), with neighbours counted over the whole frame; tracks are scored on true
     tracks that never come within ceil(4 sigma) + 1 px of the border (track processing drops
     tracks touching it). Keys: those of :func:`detection_scores` prefixed ``det_`` and of
-    :func:`track_scores` (with ``snr_min``, ``max_dist``).
+    :func:`track_scores` (with ``snr_min``, ``max_dist``); with auxilin labels also the number
+    of missed aux+ tracks longer than ``long_frames`` per cause of :func:`aux_miss_causes`
+    (``aux_miss_long_<cause>``; of dim pits, peak SNR < ``snr_min``: ``aux_miss_dim_long_<cause>``).
     """
     truth = truth_detections[truth_detections["A_clathrin"] > 0]
     nn = pd.Series(neighbour_distance(truth), index=truth.index)
@@ -371,9 +465,17 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
     inside = interior(truth, shape, margin + 1)
     edge_tracks = set(truth.loc[truth.index.difference(inside.index), "track_id"])
     t_tracks = truth[~truth["track_id"].isin(edge_tracks)]
-    out.update(track_scores(rows.reset_index(drop=True), project_tracks, t_tracks, truth_tracks,
-                            max_dist=max_dist, min_len=min_len, min_frac=min_frac, snr_min=snr_min,
-                            long_frames=long_frames))
+    rows = rows.reset_index(drop=True)
+    out.update(track_scores(rows, project_tracks, t_tracks, truth_tracks, max_dist=max_dist, min_len=min_len,
+                            min_frac=min_frac, snr_min=snr_min, long_frames=long_frames))
+    if "aux_positive" in project_tracks:
+        miss = aux_miss_causes(rows, project_tracks, t_tracks, truth_tracks, detections, max_dist=max_dist,
+                               min_len=min_len, long_frames=long_frames)
+        dim = miss["snr_max_clathrin"].to_numpy(float) < snr_min
+        for cause in MISS_CAUSES:
+            hit = miss["cause"].to_numpy() == cause
+            out[f"aux_miss_long_{cause}"] = int(hit.sum())
+            out[f"aux_miss_dim_long_{cause}"] = int((hit & dim).sum())
     return out
 
 
