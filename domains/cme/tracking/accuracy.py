@@ -259,6 +259,15 @@ def _aux_population(tt: pd.DataFrame, frames: np.ndarray, min_len: int) -> np.nd
             & ~tt["class"].isin(["hotspot", "aux_only"]).to_numpy())
 
 
+def _flagged(project_tracks: pd.DataFrame, dom_pid: pd.Series, aux_col: str, pred_track_col: str) -> np.ndarray:
+    """Whether each dominant project track of ``dom_pid`` (NaN: none; not labelled) is labelled ``aux_col``."""
+    label = project_tracks.set_index(pred_track_col)[aux_col].astype("boolean").fillna(False).astype(bool)
+    flagged = np.zeros(len(dom_pid), bool)
+    has = dom_pid.notna().to_numpy()
+    flagged[has] = label.reindex(dom_pid[has].astype(np.int64)).fillna(False).to_numpy(bool)
+    return flagged
+
+
 def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth: pd.DataFrame,
                  truth_tracks: pd.DataFrame, *, max_dist: float = 2.0, min_len: int = 5,
                  min_frac: float = 0.8, snr_min: float = 10.0, long_frames: float = 80.0,
@@ -337,10 +346,7 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
                 "lifetime_within_3_frames": _fraction(np.abs(err) <= 3)})
     # auxilin labels through the dominant project track
     if aux_col in project_tracks:
-        label = project_tracks.set_index(pred_track_col)[aux_col].astype("boolean").fillna(False).astype(bool)
-        flagged = np.zeros(len(tt), bool)
-        has = dom_pid.notna().to_numpy()
-        flagged[has] = label.reindex(dom_pid[has].astype(np.int64)).fillna(False).to_numpy(bool)
+        flagged = _flagged(project_tracks, dom_pid, aux_col, pred_track_col)
         pop = _aux_population(tt, frames, min_len)
         pos = tt["aux_positive"].to_numpy(bool)
         long = tt["lifetime_frames"].to_numpy(float) > long_frames
@@ -396,13 +402,10 @@ def aux_miss_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, tr
     true_last = truth.groupby(truth_track_col)["frame"].max()
     tt = truth_tracks.set_index(truth_track_col)
     tt = tt.loc[tt.index.intersection(n_true.index)]
-    label = project_tracks.set_index(pred_track_col)[aux_col].astype("boolean").fillna(False).astype(bool)
     dom_pid = dom["pid"].reindex(tt.index)
-    flagged = label.reindex(dom_pid.dropna().astype(np.int64)).fillna(False).to_numpy(bool)
-    missed = np.ones(len(tt), bool)
-    missed[dom_pid.notna().to_numpy()] = ~flagged
     sel = (_aux_population(tt, n_true.reindex(tt.index).to_numpy(), min_len) & tt["aux_positive"].to_numpy(bool)
-           & (tt["lifetime_frames"].to_numpy(float) > long_frames) & missed)
+           & (tt["lifetime_frames"].to_numpy(float) > long_frames)
+           & ~_flagged(project_tracks, dom_pid, aux_col, pred_track_col))
     rows_span = project_rows.groupby(pred_track_col)["frame"].agg(["min", "max"])
     m = match_detections(detections, truth, max_dist)
     detected = pd.DataFrame({"tid": truth.loc[m["truth"], truth_track_col].to_numpy(), "frame": m["frame"].to_numpy()})
