@@ -357,18 +357,19 @@ def brightness_lines(replicate_runs: dict) -> list[str]:
     return L
 
 
-def miss_cause_lines(replicate_runs: dict) -> list[str]:
-    """The missed aux+ labels of tracks > 80 s by cause (``accuracy.aux_miss_causes``), summed over
-    each group's cells, for the linker and for oracle linking; dim pits (peak SNR < 10) in brackets."""
-    causes = list(acc.MISS_CAUSES)
-    L = ["| cells | linking | missed / aux+ > 80 s | " + " | ".join(causes) + " |",
-         "|---|---|---|" + "---|" * len(causes)]
+def cause_lines(replicate_runs: dict, causes, prefix: str, population: str, what: str) -> list[str]:
+    """Long-track label errors by cause (``accuracy.aux_miss_causes`` with ``prefix`` 'aux_miss',
+    ``aux_false_positive_causes`` with 'aux_fp'), summed over each group's cells, for the linker
+    and for oracle linking; dim pits (peak SNR < 10) in brackets. ``population``: the score key of
+    the tracks they are counted among."""
+    causes = list(causes)
+    L = [f"| cells | linking | {what} | " + " | ".join(causes) + " |", "|---|---|---|" + "---|" * len(causes)]
     for group, cells in replicate_runs.items():
         for which, label in (("scores", "linker"), ("oracle_scores", "oracle")):
             scores = [c[which] for c in cells]
-            n = sum(c["n_aux_positive_long"] for c in scores)
-            count = {k: sum(c[f"aux_miss_long_{k}"] for c in scores) for k in causes}
-            dim = {k: sum(c[f"aux_miss_dim_long_{k}"] for c in scores) for k in causes}
+            n = sum(c[population] for c in scores)
+            count = {k: sum(c[f"{prefix}_long_{k}"] for c in scores) for k in causes}
+            dim = {k: sum(c[f"{prefix}_dim_long_{k}"] for c in scores) for k in causes}
             L.append(f"| {group} | {label} | {sum(count.values())} / {n} | "
                      + " | ".join(f"{count[k]} ({dim[k]})" for k in causes) + " |")
     return L
@@ -467,13 +468,20 @@ def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> st
               "tracks of the whole-track goal). A dim pit is detected in only part of its frames, so the project "
               "track that holds most of them often misses its burst or belongs to a neighbour.", ""]
         L += brightness_lines(replicate_runs) + [""]
-        L += ["### Why tracks > 80 s miss their aux+ label (summed over the cells)", "",
+        L += ["### Why tracks > 80 s miss or gain an aux+ label (summed over the cells)", "",
               "Each missed aux+ track > 80 s (the `sens. >80 s` population) by what `accuracy.aux_miss_causes` "
               "finds after the end of its dominant project track: "
               + "; ".join(f"`{k}`: {v}" for k, v in acc.MISS_CAUSES.items())
               + ". In brackets: of dim pits (peak SNR < 10). `taken` and `new_track` are linking's share, "
               "`not_detected_after` detection's.", ""]
-        L += miss_cause_lines(replicate_runs) + [""]
+        L += cause_lines(replicate_runs, acc.MISS_CAUSES, "aux_miss", "n_aux_positive_long",
+                         "missed / aux+ > 80 s") + [""]
+        L += ["Each aux- track > 80 s labelled aux+ (the `FP >80 s` hits) by what "
+              "`accuracy.aux_false_positive_causes` finds along its dominant project track: "
+              + "; ".join(f"`{k}`: {v}" for k, v in acc.FALSE_POSITIVE_CAUSES.items())
+              + " (true auxilin: peak >= 1 x the pixel noise; near: 4 px).", ""]
+        L += cause_lines(replicate_runs, acc.FALSE_POSITIVE_CAUSES, "aux_fp", "n_aux_negative_long",
+                         "labelled / aux- > 80 s") + [""]
     return "\n".join(L)
 
 

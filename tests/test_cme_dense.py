@@ -143,6 +143,42 @@ def test_aux_miss_causes_by_hand():
     assert m0.loc[m0["track_id"] == 1, "cause"].item() == "not_detected_after"
 
 
+def test_aux_false_positive_causes_by_hand():
+    """Each cause of a long aux- track labelled aux+ on a hand-made case ('long' > 7 frames)."""
+    truth = pd.concat([_rows(1, range(10), 10), _rows(2, range(10, 14), 10.2), _rows(3, range(10), 30),
+                       _rows(4, range(10), 50), _rows(5, range(10), 51.5), _rows(6, range(10), 70),
+                       _rows(7, range(5), 90)], ignore_index=True)
+    truth["snr_auxilin"] = 0.0
+    truth.loc[(truth["track_id"] == 2) & (truth["frame"] == 12), "snr_auxilin"] = 4.0  # 2 carries a burst
+    truth.loc[(truth["track_id"] == 5) & (truth["frame"] == 3), "snr_auxilin"] = 0.5   # a faint tail beside 4
+    puncta = pd.DataFrame({"track_id": [50, 51], "frame": [4, 4], "x": [33.0, 57.0], "y": 10.0,
+                           "snr_auxilin": [3.0, 3.0]})                             # 3 px from 3; 7 px from 4
+    truth_tracks = pd.DataFrame({
+        "track_id": range(1, 8), "visibility": 1, "class": "abortive",
+        "aux_positive": [False, True, False, False, False, False, False],
+        "lifetime_frames": [10, 4, 10, 10, 10, 10, 5], "snr_max_clathrin": [20, 20, 6.0, 20, 20, 20, 20]})
+    rows = pd.concat([_rows(11, range(14), 10.1),                      # 1, then 2: merged
+                      _rows(13, range(10), 30.1), _rows(14, range(10), 50.1), _rows(15, range(10), 51.6),
+                      _rows(16, range(10), 70.1), _rows(17, range(5), 90.1)], ignore_index=True)
+    tracks = pd.DataFrame({"track_id": [11, 13, 14, 15, 16, 17], "n_frames": 10,
+                           "aux_positive": [True, True, True, False, False, True]})
+    fp = acc.aux_false_positive_causes(rows, tracks, truth, truth_tracks, pd.concat([truth, puncta]), long_frames=7)
+    assert fp["track_id"].tolist() == [1, 3, 4] and fp["snr_max_clathrin"].tolist() == [20, 6.0, 20]
+    assert fp["cause"].tolist() == ["merged", "neighbour", "no_auxilin_near"]
+    s = acc.track_scores(rows, tracks, truth, truth_tracks, long_frames=7)
+    assert s["n_aux_negative_long"] * s["aux_false_positive_rate_long"] == pytest.approx(len(fp))
+    # the tail counts once faint auxilin does; the punctum 7 px away once near_px reaches it
+    assert acc.aux_false_positive_causes(rows, tracks, truth, truth_tracks, pd.concat([truth, puncta]),
+                                         long_frames=7, min_snr=0.4)["cause"].tolist()[2] == "neighbour"
+    far = acc.aux_false_positive_causes(rows, tracks, truth, truth_tracks, pd.concat([truth, puncta.iloc[1:]]),
+                                        long_frames=7, near_px=7.5)
+    assert far["cause"].tolist() == ["merged", "no_auxilin_near", "neighbour"]
+    # one frame of the burst-carrying pit is not a merge (and its burst falls after the track)
+    short = rows[(rows["track_id"] != 11) | (rows["frame"] <= 10)]
+    one = acc.aux_false_positive_causes(short, tracks, truth, truth_tracks, pd.concat([truth, puncta]), long_frames=7)
+    assert one["cause"].tolist()[0] == "no_auxilin_near"
+
+
 @pytest.fixture(scope="module")
 def truth_only() -> sim.SimulatedCell:
     cfg = sim.SimulationConfig(height=192, width=192, n_frames=150, density=DENSITY)

@@ -16,7 +16,8 @@
   (``benchmarks/bench_cme_detect.py``) score: precision and recall overall, for SNR >= 10 and
   by nearest-neighbour distance (:func:`detection_scores`); whole, split and merged tracks,
   lifetime errors and auxilin sensitivity / false positives of the processed tracks
-  (:func:`track_scores`); why long aux+ tracks lose their label (:func:`aux_miss_causes`).
+  (:func:`track_scores`); why long aux+ tracks lose their label (:func:`aux_miss_causes`) and
+  long aux- tracks gain one (:func:`aux_false_positive_causes`).
   :func:`movie_to_tracks` runs the ingest's detect -> link -> process.
 * Oracle linking: :func:`oracle_link` links detections by the true track each one matches, so
   a movie scored once with the linker and once with the oracle splits what linking costs from
@@ -435,6 +436,73 @@ def aux_miss_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, tr
     return res[columns]
 
 
+#: why the dominant project track of a true aux- track is labelled aux+
+#: (:func:`aux_false_positive_causes`), in the order they are tested.
+FALSE_POSITIVE_CAUSES = {
+    "merged": "its dominant track also holds >= 2 frames of another true track that carries auxilin (an aux+ "
+              "pit or a hotspot): a merge, or a swap within a pair",
+    "neighbour": "true auxilin of another pit or punctum lies within near_px of the dominant track in one of its "
+                 "frames (spill-over, or an auxilin fit drawn to it)",
+    "no_auxilin_near": "no true auxilin within near_px of the dominant track: noise passed the label tests",
+}
+
+
+def aux_false_positive_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth: pd.DataFrame,
+                              truth_tracks: pd.DataFrame, auxilin_truth: pd.DataFrame, *, max_dist: float = 2.0,
+                              min_len: int = 5, long_frames: float = 80.0, near_px: float = 4.0,
+                              min_snr: float = 1.0,
+                              aux_col: str = "aux_positive", truth_track_col: str = "track_id",
+                              pred_track_col: str = "track_id") -> pd.DataFrame:
+    """The true aux- tracks longer than ``long_frames`` frames whose dominant project track is
+    labelled ``aux_col`` (:func:`track_scores`' ``aux_false_positive_rate_long`` hits), each with
+    the cause (:data:`FALSE_POSITIVE_CAUSES`).
+
+    ``auxilin_truth``: the simulator's spots with their true auxilin (frame, x, y,
+    ``snr_auxilin``, track id; all of them, auxilin-only puncta included, which ``truth``, the
+    clathrin spots, leaves out); auxilin is present where its peak reaches ``min_snr`` x the
+    pixel noise (the faint tails of a burst do not count). Returns columns ``track_id`` (true),
+    ``snr_max_clathrin``, ``cause``.
+    """
+    _require(auxilin_truth, ("frame", "x", "y", "snr_auxilin", truth_track_col), "true auxilin spots")
+    columns = [truth_track_col, "snr_max_clathrin", "cause"]
+    if aux_col not in project_tracks:
+        return pd.DataFrame(columns=columns)
+    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
+    dom = _dominant(a)
+    n_true = truth.groupby(truth_track_col).size()
+    tt = truth_tracks.set_index(truth_track_col)
+    tt = tt.loc[tt.index.intersection(n_true.index)]
+    dom_pid = dom["pid"].reindex(tt.index)
+    sel = (_aux_population(tt, n_true.reindex(tt.index).to_numpy(), min_len) & ~tt["aux_positive"].to_numpy(bool)
+           & (tt["lifetime_frames"].to_numpy(float) > long_frames)
+           & _flagged(project_tracks, dom_pid, aux_col, pred_track_col))
+    aux = auxilin_truth[auxilin_truth["snr_auxilin"].to_numpy(float) >= min_snr]
+    carriers = set(aux[truth_track_col].tolist())
+    held = a.groupby(["pid", "tid"]).size()
+    aux_by_frame = aux.groupby("frame")
+    out = []
+    for tid in tt.index[sel]:
+        pid = int(dom_pid[tid])
+        others = held.loc[pid]
+        if any(n >= 2 and t != tid and t in carriers for t, n in others.items()):
+            out.append((tid, "merged"))
+            continue
+        cause = "no_auxilin_near"
+        own = project_rows.loc[project_rows[pred_track_col] == pid, ["frame", "x", "y"]]
+        for f, x, y in own.itertuples(index=False):
+            if f not in aux_by_frame.groups:
+                continue
+            g = aux_by_frame.get_group(f)
+            g = g[g[truth_track_col] != tid]
+            if (np.hypot(g["x"].to_numpy(float) - x, g["y"].to_numpy(float) - y) <= near_px).any():
+                cause = "neighbour"
+                break
+        out.append((tid, cause))
+    res = pd.DataFrame(out, columns=[truth_track_col, "cause"])
+    res.insert(1, "snr_max_clathrin", tt["snr_max_clathrin"].reindex(res[truth_track_col]).to_numpy(float))
+    return res[columns]
+
+
 def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, detections: pd.DataFrame, *,
                 shape: tuple[int, int], sigma: float, project_tracks: pd.DataFrame | None = None,
                 project_rows: pd.DataFrame | None = None, max_dist: float = 2.0, snr_min: float = 10.0,
@@ -451,7 +519,9 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
     tracks touching it). Keys: those of :func:`detection_scores` prefixed ``det_`` and of
     :func:`track_scores` (with ``snr_min``, ``max_dist``); with auxilin labels also the number
     of missed aux+ tracks longer than ``long_frames`` per cause of :func:`aux_miss_causes`
-    (``aux_miss_long_<cause>``; of dim pits, peak SNR < ``snr_min``: ``aux_miss_dim_long_<cause>``).
+    (``aux_miss_long_<cause>``; of dim pits, peak SNR < ``snr_min``: ``aux_miss_dim_long_<cause>``)
+    and of the false positives among aux- tracks longer than ``long_frames`` per cause of
+    :func:`aux_false_positive_causes` (``aux_fp_long_<cause>``, ``aux_fp_dim_long_<cause>``).
     """
     truth = truth_detections[truth_detections["A_clathrin"] > 0]
     nn = pd.Series(neighbour_distance(truth), index=truth.index)
@@ -479,6 +549,13 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
             hit = miss["cause"].to_numpy() == cause
             out[f"aux_miss_long_{cause}"] = int(hit.sum())
             out[f"aux_miss_dim_long_{cause}"] = int((hit & dim).sum())
+        fp = aux_false_positive_causes(rows, project_tracks, t_tracks, truth_tracks, truth_detections,
+                                       max_dist=max_dist, min_len=min_len, long_frames=long_frames)
+        dim = fp["snr_max_clathrin"].to_numpy(float) < snr_min
+        for cause in FALSE_POSITIVE_CAUSES:
+            hit = fp["cause"].to_numpy() == cause
+            out[f"aux_fp_long_{cause}"] = int(hit.sum())
+            out[f"aux_fp_dim_long_{cause}"] = int((hit & dim).sum())
     return out
 
 
