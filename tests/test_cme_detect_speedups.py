@@ -318,6 +318,33 @@ def _mixture_inputs(frame):
     return data, wts, p0, np.arange(-w, w + 1, dtype=np.float64), sigma
 
 
+#: tolerances, step clips and escape bounds of the two-source mixture fits (x1, x2, y1, y2, A1, A2, c)
+MIXTURE_LIMITS = (np.array([1e-3] * 4 + [1e-1] * 3), np.array([1.0] * 4 + [np.inf] * 3),
+                  np.array([6.0] * 4 + [np.inf] * 3))
+#: the same for the free-sigma fits (x, y, A, sigma, c)
+FREE_SIGMA_LIMITS = (np.array([1e-4, 1e-4, 1e-2, 1e-5, 1e-2]), np.array([1.0, 1.0, np.inf, 0.3, np.inf]),
+                     np.array([2.0, 2.0, np.inf, 3.6, np.inf]))
+
+
+def _free_sigma_inputs(frame, sigma: float):
+    """ceil(5 sigma) windows around the single fits of ``frame`` that fit inside it, their pixel
+    coordinates and free-sigma starts (x, y, A, sigma, c), as :func:`fit_free_sigma` takes them."""
+    w5 = math.ceil(5 * sigma)
+    img = frame[0].astype(np.float64)
+    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
+    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
+    ok = (xi >= w5) & (xi < img.shape[1] - w5) & (yi >= w5) & (yi < img.shape[0] - w5)
+    d5, _ = D.extract_windows(img, xi[ok], yi[ok], w5)
+    q0 = np.column_stack([tab["x"][ok] - xi[ok], tab["y"][ok] - yi[ok], tab["A"][ok], np.full(ok.sum(), sigma),
+                          tab["c"][ok]])
+    return d5, np.arange(-w5, w5 + 1, dtype=np.float64), q0
+
+
+def _shot_noise_weights(fn, q0):
+    """Weights 1 / sd of a pixel variance growing with the signal of ``fn``'s model at ``q0``."""
+    return 1.0 / np.sqrt(50.0 + 0.5 * np.maximum(fn(q0, False)[0] - q0[:, 4, None], 0.0))
+
+
 def test_lm_dense_is_the_plain_iteration(frame):
     """The dense LM (partial recomputation, no kept Jacobian, unapplied unit weights) gives the
     parameters and RSS of the plain iteration: all parameters free (mixtures), some free
@@ -325,9 +352,7 @@ def test_lm_dense_is_the_plain_iteration(frame):
     data, wts, p0, coords, sigma = _mixture_inputs(frame)
     assert (wts == 0).any() and len(p0) > 30
     fn = lambda q, jac=True: D._mixture_model(q, coords, sigma, 2, jac)  # noqa: E731
-    tol = np.array([1e-3] * 4 + [1e-1] * 3)
-    clip = np.array([1.0] * 4 + [np.inf] * 3)
-    esc = np.array([6.0] * 4 + [np.inf] * 3)
+    tol, clip, esc = MIXTURE_LIMITS
     cases = [(data, wts, np.arange(7), tol, clip, esc, 20),  # every parameter free, 0/1 weights
              (data, np.ones_like(wts), np.array([0, 2, 4, 5, 6]), tol[[0, 2, 4, 5, 6]], clip[[0, 2, 4, 5, 6]],
               esc[[0, 2, 4, 5, 6]], 20)]  # source 2 fixed in place, unit weights
@@ -337,19 +362,9 @@ def test_lm_dense_is_the_plain_iteration(frame):
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
         assert np.mean(np.abs(got[0][:, free] - p0[:, free]).max(1) > 1e-3) > 0.5  # the fits moved
     # free-sigma fits with shot-noise weights
-    w5 = math.ceil(5 * sigma)
-    img = frame[0].astype(np.float64)
-    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
-    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
-    ok = (xi >= w5) & (xi < img.shape[1] - w5) & (yi >= w5) & (yi < img.shape[0] - w5)
-    d5, _ = D.extract_windows(img, xi[ok], yi[ok], w5)
-    c5 = np.arange(-w5, w5 + 1, dtype=np.float64)
-    q0 = np.column_stack([tab["x"][ok] - xi[ok], tab["y"][ok] - yi[ok], tab["A"][ok], np.full(ok.sum(), sigma),
-                          tab["c"][ok]])
+    d5, c5, q0 = _free_sigma_inputs(frame, sigma)
     fs = lambda q, jac=True: D._free_sigma_model(q, c5, jac)  # noqa: E731
-    wt5 = 1.0 / np.sqrt(50.0 + 0.5 * np.maximum(fs(q0, False)[0] - q0[:, 4, None], 0.0))
-    args = (d5, wt5, q0, fs, np.arange(5), np.array([1e-4, 1e-4, 1e-2, 1e-5, 1e-2]),
-            np.array([1.0, 1.0, np.inf, 0.3, np.inf]), np.array([2.0, 2.0, np.inf, 3.6, np.inf]))
+    args = (d5, _shot_noise_weights(fs, q0), q0, fs, np.arange(5), *FREE_SIGMA_LIMITS)
     got, want = D._lm_dense(*args), plain_lm_dense(*args)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     assert np.all(fs(q0, True)[0] == fs(q0, False)[0])  # the model without the Jacobian is the same
@@ -361,24 +376,13 @@ def test_compiled_lm_dense_is_the_batched_iteration_to_rounding(frame, monkeypat
     every or some parameters free, 0/1 or unit weights, and free-sigma fits with shot-noise weights."""
     data, wts, p0, coords, sigma = _mixture_inputs(frame)
     mixture = D._Model("mixture", coords, sigma, 2)
-    tol = np.array([1e-3] * 4 + [1e-1] * 3)
-    clip = np.array([1.0] * 4 + [np.inf] * 3)
-    esc = np.array([6.0] * 4 + [np.inf] * 3)
+    tol, clip, esc = MIXTURE_LIMITS
     cases = [(data, wts, p0, mixture, np.arange(7), tol, clip, esc, 20),
              (data, np.ones_like(wts), p0, mixture, np.array([0, 2, 4, 5, 6]), tol[[0, 2, 4, 5, 6]],
               clip[[0, 2, 4, 5, 6]], esc[[0, 2, 4, 5, 6]], 3)]
-    w5 = math.ceil(5 * sigma)
-    img = frame[0].astype(np.float64)
-    tab = D.detect_frame(frame, sigma=sigma, alpha=0.01, mixture=None)
-    xi, yi = tab["x_init"].to_numpy(), tab["y_init"].to_numpy()
-    ok = (xi >= w5) & (xi < img.shape[1] - w5) & (yi >= w5) & (yi < img.shape[0] - w5)
-    d5, _ = D.extract_windows(img, xi[ok], yi[ok], w5)
-    free_sigma = D._Model("free_sigma", np.arange(-w5, w5 + 1, dtype=np.float64))
-    q0 = np.column_stack([tab["x"][ok] - xi[ok], tab["y"][ok] - yi[ok], tab["A"][ok], np.full(ok.sum(), sigma),
-                          tab["c"][ok]])
-    wt5 = 1.0 / np.sqrt(50.0 + 0.5 * np.maximum(free_sigma(q0, False)[0] - q0[:, 4, None], 0.0))
-    cases.append((d5, wt5, q0, free_sigma, np.arange(5), np.array([1e-4, 1e-4, 1e-2, 1e-5, 1e-2]),
-                  np.array([1.0, 1.0, np.inf, 0.3, np.inf]), np.array([2.0, 2.0, np.inf, 3.6, np.inf]), 50))
+    d5, c5, q0 = _free_sigma_inputs(frame, sigma)
+    free_sigma = D._Model("free_sigma", c5)
+    cases.append((d5, _shot_noise_weights(free_sigma, q0), q0, free_sigma, np.arange(5), *FREE_SIGMA_LIMITS, 50))
     for d, wt, start, model, free, t, cl, es, it in cases:
         got = D._lm_dense(d, wt, start, model, free, t, cl, es, max_iter=it)
         with monkeypatch.context() as m:

@@ -632,6 +632,7 @@ def _lm_evaluate(d, w, weighted, coords, two_s2, p, g, dd, r):
             rss += v * v
     return rss
 
+
 @_exact
 def _lm_xyAc_spots(data, wts, weighted, p0, coords, sigma, escape, max_iter, max_shift, tol, out):
     """:func:`_lm_xyAc`'s iteration, spot by spot, into out (N, 4)."""
