@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -253,6 +254,29 @@ def _dominant(a: pd.DataFrame) -> pd.DataFrame:
     return dom.set_index("tid")
 
 
+@dataclass(frozen=True, eq=False)
+class _Matched:
+    """Project track rows matched to the true spot-frames (:func:`_match_tracks`): what the track
+    scores and the cause tables of one movie all start from, computed once per movie."""
+
+    a: pd.DataFrame  # (tid, pid, frame) of every matched true spot-frame (:func:`_assign`)
+    dom: pd.DataFrame  # per true track: its dominant project track pid and its count n (:func:`_dominant`)
+    n_true: pd.Series  # spot-frames per true track
+    tt: pd.DataFrame  # the true tracks of the spot-frames (truth_tracks rows, indexed by true id)
+    dom_pid: pd.Series  # dominant project track per row of tt (NaN: none)
+
+
+def _match_tracks(project_rows: pd.DataFrame, truth: pd.DataFrame, truth_tracks: pd.DataFrame, max_dist: float,
+                  truth_track_col: str, pred_track_col: str) -> _Matched:
+    """:class:`_Matched` of project rows and true spot-frames (one-to-one per frame within ``max_dist``)."""
+    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
+    dom = _dominant(a)
+    n_true = truth.groupby(truth_track_col).size()
+    tt = truth_tracks.set_index(truth_track_col)
+    tt = tt.loc[tt.index.intersection(n_true.index)]
+    return _Matched(a, dom, n_true, tt, dom["pid"].reindex(tt.index))
+
+
 def _aux_population(tt: pd.DataFrame, frames: np.ndarray, min_len: int) -> np.ndarray:
     """The true tracks (rows of ``tt``) whose auxilin labels are scored: complete, >= ``min_len``
     frames, not hotspots or auxilin-only puncta (the branch drops hotspots)."""
@@ -273,14 +297,15 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
                  truth_tracks: pd.DataFrame, *, max_dist: float = 2.0, min_len: int = 5,
                  min_frac: float = 0.8, snr_min: float = 10.0, long_frames: float = 80.0,
                  aux_col: str = "aux_positive", truth_track_col: str = "track_id",
-                 pred_track_col: str = "track_id") -> dict:
+                 pred_track_col: str = "track_id", matched: _Matched | None = None) -> dict:
     """Whole tracks, splits, merges, lifetimes and auxilin labels of project tracks vs truth.
 
     ``project_rows``: one row per project track and frame (track_id, frame, x, y; the
     ``process_tracks`` frame table's track rows, gap frames included at their fitted position);
     ``project_tracks``: the track table (track_id, n_frames, ``aux_col``). True spot-frames
-    are matched one-to-one per frame to project rows within ``max_dist``. A true track's
-    *dominant* project track holds most of its matched frames.
+    are matched one-to-one per frame to project rows within ``max_dist`` (``matched``: that
+    matching, :func:`_match_tracks`, when the caller has it). A true track's *dominant* project
+    track holds most of its matched frames.
 
     * bright tracks: true tracks with >= ``min_len`` frames in ``truth`` and a peak SNR >=
       ``snr_min``; ``whole_fraction``: those whose dominant track holds >= ``min_frac`` of all
@@ -308,24 +333,21 @@ def track_scores(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, truth
     _require(truth, ("frame", "x", "y", truth_track_col), "true detections")
     _require(truth_tracks, (truth_track_col, "visibility", "class", "aux_positive", "lifetime_frames",
                             "snr_max_clathrin"), "true tracks")
-    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
-    n_true = truth.groupby(truth_track_col).size()
+    if matched is None:
+        matched = _match_tracks(project_rows, truth, truth_tracks, max_dist, truth_track_col, pred_track_col)
+    a, dom, n_true, tt, dom_pid = matched.a, matched.dom, matched.n_true, matched.tt, matched.dom_pid
     counts = a.groupby(["tid", "pid"]).size().rename("n").reset_index()
-    dom = _dominant(a)
     n_pieces = counts.groupby("tid").size()
     n_matched = counts.groupby("tid")["n"].sum()
-    tt = truth_tracks.set_index(truth_track_col)
-    tt = tt.loc[tt.index.intersection(n_true.index)]
     frames = n_true.reindex(tt.index).to_numpy()
     dom_n = dom["n"].reindex(tt.index).fillna(0).to_numpy()
-    dom_pid = dom["pid"].reindex(tt.index)
-    matched = n_matched.reindex(tt.index).fillna(0).to_numpy()
+    n_found = n_matched.reindex(tt.index).fillna(0).to_numpy()
     pieces = n_pieces.reindex(tt.index).fillna(0).to_numpy()
     bright = (frames >= min_len) & (tt["snr_max_clathrin"].to_numpy(float) >= snr_min)
     out = {"n_bright_tracks": int(bright.sum()),
            "whole_fraction": _fraction(dom_n[bright] >= min_frac * frames[bright]),
-           "whole_fraction_detected": _fraction(dom_n[bright & (matched > 0)]
-                                                >= min_frac * matched[bright & (matched > 0)]),
+           "whole_fraction_detected": _fraction(dom_n[bright & (n_found > 0)]
+                                                >= min_frac * n_found[bright & (n_found > 0)]),
            "split_fraction": _fraction(pieces[bright] >= 2),
            "pieces_per_track": float(pieces[bright & (pieces > 0)].mean()) if (bright & (pieces > 0)).any()
            else float("nan")}
@@ -382,7 +404,7 @@ def aux_miss_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, tr
                     truth_tracks: pd.DataFrame, detections: pd.DataFrame, *, max_dist: float = 2.0,
                     min_len: int = 5, long_frames: float = 80.0, end_frames: int = 2,
                     aux_col: str = "aux_positive", truth_track_col: str = "track_id",
-                    pred_track_col: str = "track_id") -> pd.DataFrame:
+                    pred_track_col: str = "track_id", matched: _Matched | None = None) -> pd.DataFrame:
     """The true aux+ tracks longer than ``long_frames`` frames that :func:`track_scores` counts
     as missed (its ``aux_sensitivity_long`` population, dominant project track not labelled
     ``aux_col``), each with the cause of the miss (:data:`MISS_CAUSES`).
@@ -390,20 +412,18 @@ def aux_miss_causes(project_rows: pd.DataFrame, project_tracks: pd.DataFrame, tr
     The burst comes at the pit's end, so a label is lost when the dominant track stops before
     it: what follows the stop tells linking (``taken``, ``new_track``) from detection
     (``not_detected_after``). ``detections``: the detected spots (frame, x, y) the tracks were
-    linked from, matched to ``truth`` within ``max_dist``. Returns columns ``track_id`` (true),
-    ``snr_max_clathrin``, ``cause``, ``dominant_last_frame``, ``true_last_frame``.
+    linked from, matched to ``truth`` within ``max_dist``; ``matched`` as in :func:`track_scores`.
+    Returns columns ``track_id`` (true), ``snr_max_clathrin``, ``cause``, ``dominant_last_frame``,
+    ``true_last_frame``.
     """
     _require(detections, ("frame", "x", "y"), "detections")
     columns = [truth_track_col, "snr_max_clathrin", "cause", "dominant_last_frame", "true_last_frame"]
     if aux_col not in project_tracks:
         return pd.DataFrame(columns=columns)
-    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
-    dom = _dominant(a)
-    n_true = truth.groupby(truth_track_col).size()
+    if matched is None:
+        matched = _match_tracks(project_rows, truth, truth_tracks, max_dist, truth_track_col, pred_track_col)
+    a, n_true, tt, dom_pid = matched.a, matched.n_true, matched.tt, matched.dom_pid
     true_last = truth.groupby(truth_track_col)["frame"].max()
-    tt = truth_tracks.set_index(truth_track_col)
-    tt = tt.loc[tt.index.intersection(n_true.index)]
-    dom_pid = dom["pid"].reindex(tt.index)
     sel = (_aux_population(tt, n_true.reindex(tt.index).to_numpy(), min_len) & tt["aux_positive"].to_numpy(bool)
            & (tt["lifetime_frames"].to_numpy(float) > long_frames)
            & ~_flagged(project_tracks, dom_pid, aux_col, pred_track_col))
@@ -452,7 +472,7 @@ def aux_false_positive_causes(project_rows: pd.DataFrame, project_tracks: pd.Dat
                               min_len: int = 5, long_frames: float = 80.0, near_px: float = 4.0,
                               min_snr: float = 1.0,
                               aux_col: str = "aux_positive", truth_track_col: str = "track_id",
-                              pred_track_col: str = "track_id") -> pd.DataFrame:
+                              pred_track_col: str = "track_id", matched: _Matched | None = None) -> pd.DataFrame:
     """The true aux- tracks longer than ``long_frames`` frames whose dominant project track is
     labelled ``aux_col`` (:func:`track_scores`' ``aux_false_positive_rate_long`` hits), each with
     the cause (:data:`FALSE_POSITIVE_CAUSES`).
@@ -460,19 +480,16 @@ def aux_false_positive_causes(project_rows: pd.DataFrame, project_tracks: pd.Dat
     ``auxilin_truth``: the simulator's spots with their true auxilin (frame, x, y,
     ``snr_auxilin``, track id; all of them, auxilin-only puncta included, which ``truth``, the
     clathrin spots, leaves out); auxilin is present where its peak reaches ``min_snr`` x the
-    pixel noise (the faint tails of a burst do not count). Returns columns ``track_id`` (true),
-    ``snr_max_clathrin``, ``cause``.
+    pixel noise (the faint tails of a burst do not count); ``matched`` as in :func:`track_scores`.
+    Returns columns ``track_id`` (true), ``snr_max_clathrin``, ``cause``.
     """
     _require(auxilin_truth, ("frame", "x", "y", "snr_auxilin", truth_track_col), "true auxilin spots")
     columns = [truth_track_col, "snr_max_clathrin", "cause"]
     if aux_col not in project_tracks:
         return pd.DataFrame(columns=columns)
-    a = _assign(project_rows, truth, max_dist, truth_track_col, pred_track_col)
-    dom = _dominant(a)
-    n_true = truth.groupby(truth_track_col).size()
-    tt = truth_tracks.set_index(truth_track_col)
-    tt = tt.loc[tt.index.intersection(n_true.index)]
-    dom_pid = dom["pid"].reindex(tt.index)
+    if matched is None:
+        matched = _match_tracks(project_rows, truth, truth_tracks, max_dist, truth_track_col, pred_track_col)
+    a, n_true, tt, dom_pid = matched.a, matched.n_true, matched.tt, matched.dom_pid
     sel = (_aux_population(tt, n_true.reindex(tt.index).to_numpy(), min_len) & ~tt["aux_positive"].to_numpy(bool)
            & (tt["lifetime_frames"].to_numpy(float) > long_frames)
            & _flagged(project_tracks, dom_pid, aux_col, pred_track_col))
@@ -539,18 +556,19 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
     edge_tracks = set(truth.loc[truth.index.difference(inside.index), "track_id"])
     t_tracks = truth[~truth["track_id"].isin(edge_tracks)]
     rows = rows.reset_index(drop=True)
+    matched = _match_tracks(rows, t_tracks, truth_tracks, max_dist, "track_id", "track_id")
     out.update(track_scores(rows, project_tracks, t_tracks, truth_tracks, max_dist=max_dist, min_len=min_len,
-                            min_frac=min_frac, snr_min=snr_min, long_frames=long_frames))
+                            min_frac=min_frac, snr_min=snr_min, long_frames=long_frames, matched=matched))
     if "aux_positive" in project_tracks:
         miss = aux_miss_causes(rows, project_tracks, t_tracks, truth_tracks, detections, max_dist=max_dist,
-                               min_len=min_len, long_frames=long_frames)
+                               min_len=min_len, long_frames=long_frames, matched=matched)
         dim = miss["snr_max_clathrin"].to_numpy(float) < snr_min
         for cause in MISS_CAUSES:
             hit = miss["cause"].to_numpy() == cause
             out[f"aux_miss_long_{cause}"] = int(hit.sum())
             out[f"aux_miss_dim_long_{cause}"] = int((hit & dim).sum())
         fp = aux_false_positive_causes(rows, project_tracks, t_tracks, truth_tracks, truth_detections,
-                                       max_dist=max_dist, min_len=min_len, long_frames=long_frames)
+                                       max_dist=max_dist, min_len=min_len, long_frames=long_frames, matched=matched)
         dim = fp["snr_max_clathrin"].to_numpy(float) < snr_min
         for cause in FALSE_POSITIVE_CAUSES:
             hit = fp["cause"].to_numpy() == cause
