@@ -56,6 +56,7 @@ from domains.cme.traces import add_labels  # noqa: E402
 from domains.cme.tracking import accuracy as acc  # noqa: E402
 from domains.cme.tracking.detect import detect_movie  # noqa: E402
 from domains.cme.tracking.link import TrackingConfig, link  # noqa: E402
+from domains.cme.tracking.pairs import fit_hidden_pairs  # noqa: E402
 from domains.cme.tracking.processing import process_tracks  # noqa: E402
 from domains.cme.tracking.simulate import SimulationConfig, simulate_cell  # noqa: E402
 
@@ -129,17 +130,18 @@ def tune_minmass(frames: np.ndarray, truth: pd.DataFrame, shape, sigma: float, t
 
 
 def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
-    """detect -> link -> process with timings; scores from :func:`accuracy.score_movie`, of the
-    same detections processed with oracle linking (:func:`accuracy.oracle_link`) and of the
-    linker's tracks labelled without the clathrin-drop test (:data:`NO_DROP`)."""
+    """detect -> link and pair fits -> process with timings; scores from :func:`accuracy.score_movie`
+    (detections: the table after the pair fits), of the ``detect_movie`` detections processed with
+    oracle linking (:func:`accuracy.oracle_link`) and of the linker's tracks labelled without the
+    clathrin-drop test (:data:`NO_DROP`)."""
     cfg = project_config(sim, **detection)
     t_det, (det, masks) = timed(lambda: detect_movie(cell.movie, cfg, threads, return_masks=True))
-    t_link, linked = timed(lambda: link(det, cfg))
+    t_link, linked = timed(lambda: fit_hidden_pairs(link(det, cfg), cell.movie, cfg))
     t_proc, (tracks, frames) = timed(lambda: process_tracks(linked, cell.movie, masks, cfg))
     shape = cell.movie.shape
 
     def scores(tracks, frames):
-        return acc.score_movie(cell.truth_detections, cell.truth_tracks, det, shape=shape,
+        return acc.score_movie(cell.truth_detections, cell.truth_tracks, linked, shape=shape,
                                sigma=sim.psf_sigma_clathrin, project_tracks=tracks, project_rows=frames)
 
     margin = math.ceil(4 * sim.psf_sigma_clathrin)
@@ -192,7 +194,9 @@ def speed(n_frames: int, size: int, seed: int, detect_only: bool = False) -> dic
         if linker == default_linker:
             default_linked = linked
     out["default_linker"] = default_linker
-    out["detect_link_2p_fps"] = n_frames / (out["detect_2p_s"] + out[f"link_{default_linker}_s"])
+    out["pairs_s"], default_linked = timed(lambda: fit_hidden_pairs(default_linked, cell.movie, cfg))
+    out["pair_fit_rows"] = int(default_linked["pair_fit"].sum()) if "pair_fit" in default_linked else 0
+    out["detect_link_2p_fps"] = n_frames / (out["detect_2p_s"] + out[f"link_{default_linker}_s"] + out["pairs_s"])
     if detect_only:
         out["load_average_after"] = os.getloadavg()[0]
         return out
@@ -273,6 +277,11 @@ def detect_lines(sp: dict) -> list[str]:
     return [f"| detect + fit, clathrin + auxilin ({p} process{'es' * (p > 1)}) | {sp[f'detect_{p}p_s']:.2f} | "
             f"{sp[f'detect_{p}p_fps']:.2f} frames/s ({sp[f'detect_{p}p_cpu_s_per_frame']:.3f} CPU s/frame) |"
             for p in (1, 2)]
+
+
+def pairs_line(sp: dict) -> str:
+    return (f"| pair fits and linking again (`pairs.fit_hidden_pairs`, after the default linker) | "
+            f"{sp['pairs_s']:.2f} | {sp['pair_fit_rows']} rows refitted or added |")
 
 
 def startup_line(sp: dict) -> str:
@@ -402,11 +411,12 @@ def report(sp: dict, runs: dict, args, replicate_runs: dict | None = None) -> st
     for linker in dict.fromkeys((sp["default_linker"], "trackpy", "laptrack")):
         tag = " (default)" if linker == sp["default_linker"] else ""
         L.append(f"| link, {linker}{tag} | {sp[f'link_{linker}_s']:.2f} | {sp[f'link_{linker}_segments']} segments |")
+    L.append(pairs_line(sp))
     L.append(startup_line(sp))
     L.append(f"| track processing (gaps, buffers, categories, slave flags) | {sp['process_s']:.2f} | "
              f"{sp['processed_tracks']} tracks |")
-    t_dl = sp["detect_2p_s"] + sp[f"link_{sp['default_linker']}_s"]
-    L.append(f"| **detection + fitting + linking, 2 processes** | {t_dl:.2f} | "
+    t_dl = sp["detect_2p_s"] + sp[f"link_{sp['default_linker']}_s"] + sp["pairs_s"]
+    L.append(f"| **detection + fitting + linking (pair fits included), 2 processes** | {t_dl:.2f} | "
              f"**{sp['detect_link_2p_fps']:.2f} frames/s** (goal >= 10) |")
     tp_ = sp["trackpy"]
     for p in (1, 2):
@@ -501,12 +511,12 @@ def main() -> None:
     if args.speed_only:
         sp = speed(args.frames, 512, args.seed, detect_only=True)
         linker = sp["default_linker"]
-        t_dl = sp["detect_2p_s"] + sp[f"link_{linker}_s"]
+        t_dl = sp["detect_2p_s"] + sp[f"link_{linker}_s"] + sp["pairs_s"]
         print("\n".join([f"Load average: {sp['load_average_before']:.1f} before, {sp['load_average_after']:.1f} after",
                          "", "| step | seconds | rate |", "|---|---|---|", *detect_lines(sp),
                          f"| link, {linker} (default) | {sp[f'link_{linker}_s']:.2f} | "
-                         f"{sp[f'link_{linker}_segments']} segments |", startup_line(sp),
-                         f"| detection + fitting + linking, 2 processes | {t_dl:.2f} | "
+                         f"{sp[f'link_{linker}_segments']} segments |", pairs_line(sp), startup_line(sp),
+                         f"| detection + fitting + linking (pair fits included), 2 processes | {t_dl:.2f} | "
                          f"{sp['detect_link_2p_fps']:.2f} frames/s |"]))
         return
     sp = speed(args.frames, 512, args.seed)

@@ -158,6 +158,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
     from domains.cme.tracking.detect import detect_movie
     from domains.cme.tracking.movie_io import read_movie
     from domains.cme.tracking.link import link
+    from domains.cme.tracking.pairs import fit_hidden_pairs
     from domains.cme.tracking.processing import detection_track_ids, process_tracks, write_napari_tracks
 
     d = cfg["data"]
@@ -167,7 +168,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
                            master=d["master"], slave=d["slave"], min_frames=d["min_frames"],
                            channels=d.get("channel_indices"), condition=row.condition)
         det, masks = detect_movie(movie, cfg, threads, return_masks=True)
-        det = link(det, cfg)
+        det = fit_hidden_pairs(link(det, cfg), movie, cfg)
         tr, fr = process_tracks(det, movie, masks, cfg, cell=row.cell)
         det = det.rename(columns={"track_id": "linked_track_id"})
         det.insert(det.columns.get_loc("linked_track_id"), "track_id",
@@ -297,7 +298,7 @@ class CMEDomain(Domain):
     stage_code = {
         "simulate": ("tracking/simulate.py", "tracking/movie_io.py"),
         "ingest": ("tracking/movie_io.py", "cmeanalysis_io.py", "tracking/detect.py", "tracking/link.py",
-                   "tracking/processing.py", "traces.py"),
+                   "tracking/pairs.py", "tracking/processing.py", "traces.py"),
         "teacher": ("lstm.py",),
         "distill": ("lstm.py",),
         "heads": ("head.py", "lstm.py"),

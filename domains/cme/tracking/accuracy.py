@@ -597,13 +597,14 @@ def oracle_link(detections: pd.DataFrame, truth_detections: pd.DataFrame, max_di
 
 def movie_to_tracks(movie, cfg: dict | None = None, threads: int = 1):
     """The ingest's movies -> tracks path of one movie (as ``domains.cme.domain.track_movies``):
-    ``detect_movie`` -> ``link`` -> ``process_tracks``; returns (detections with the linker's
-    ``track_id``, track table, per-track-frame table)."""
+    ``detect_movie`` -> ``link`` -> ``fit_hidden_pairs`` -> ``process_tracks``; returns (detections
+    with the linker's ``track_id``, track table, per-track-frame table)."""
     from domains.cme.tracking.detect import detect_movie
     from domains.cme.tracking.link import link
+    from domains.cme.tracking.pairs import fit_hidden_pairs
     from domains.cme.tracking.processing import process_tracks
 
     det, masks = detect_movie(movie, cfg, threads, return_masks=True)
-    det = link(det, cfg)
+    det = fit_hidden_pairs(link(det, cfg), movie, cfg)
     tracks, frames = process_tracks(det, movie, masks, cfg)
     return det, tracks, frames

@@ -55,6 +55,13 @@ class TrackingConfig:
     ``local_density`` (u-track's ``useLocalDensity``): the frame-to-frame radius of a detection
     is at least its nearest-neighbour distance in its frame over ``closest_distance_scale``,
     capped at ``density_max_radius`` (:func:`_density_radius`).
+
+    Pair fits (:func:`domains.cme.tracking.pairs.fit_hidden_pairs`, after linking; ``pair_fits``
+    turns them off): where a track of >= ``pair_track_frames`` detections stops and the nearest
+    detection within ``pair_radius`` px of its predicted position belongs to another track, a
+    two-source fit is kept at F-test p < ``pair_alpha`` when each source lies within
+    ``pair_max_shift`` px of its start and the two are > ``pair_min_separation`` sigma apart;
+    a hidden pit is followed for up to ``pair_max_frames`` frames.
     """
 
     linker: str = "utrack"
@@ -75,6 +82,13 @@ class TrackingConfig:
     local_density: bool = True
     closest_distance_scale: float = 2.0
     density_max_radius: float = 4.0
+    pair_fits: bool = True
+    pair_alpha: float = 0.05
+    pair_radius: float = 4.0
+    pair_max_shift: float = 2.0
+    pair_min_separation: float = 0.6
+    pair_max_frames: int = 15
+    pair_track_frames: int = 3
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackingConfig":
@@ -96,6 +110,16 @@ class TrackingConfig:
         if cfg.gap_penalty < 1 or cfg.amplitude_ratio_max < 1 or cfg.amplitude_weight < 0:
             raise InputError("config:tracking",
                              "need gap_penalty >= 1, amplitude_ratio_max >= 1 and amplitude_weight >= 0")
+        if not isinstance(cfg.pair_fits, bool):
+            raise InputError("config:tracking.pair_fits", f"must be true or false, got {cfg.pair_fits!r}")
+        if not 0 < cfg.pair_alpha < 1 or not cfg.pair_radius > 0 or not cfg.pair_max_shift > 0 \
+                or cfg.pair_min_separation < 0:
+            raise InputError("config:tracking", "need 0 < pair_alpha < 1, pair_radius > 0, pair_max_shift > 0 "
+                             "and pair_min_separation >= 0")
+        for name in ("pair_max_frames", "pair_track_frames"):
+            if not is_count(getattr(cfg, name)):
+                raise InputError(f"config:tracking.{name}",
+                                 f"must be a whole number >= 1, got {getattr(cfg, name)!r}")
         if not is_count(cfg.amplitude_frames):
             raise InputError("config:tracking.amplitude_frames",
                              f"must be a whole number of detections >= 1, got {cfg.amplitude_frames!r}")
