@@ -5,14 +5,15 @@ and the linker gives that detection to one of the two tracks, so the other track
 (or starts there, going backwards) although its pit lives on. Frame by frame detection cannot
 see the second pit (a free mixture fit of a dim pair ~2 px apart is rarely significant), but
 the tracks know where it should be. :func:`fit_hidden_pairs` uses that: where a track stops
-and the nearest detection of the next frame belongs to another track that was there in the
-frame before, it fits two Gaussians (positions, amplitudes, one background; sigma fixed) in
-that detection's window, started at the stopped track's predicted position and at the other
-track's previous position, and keeps the pair when it beats the single Gaussian in the F-test
-of :func:`domains.cme.tracking.detect.fit_mixtures` and each source stays near its start. The
-pair replaces the single detection (the host row is refitted, the hidden pit is a new row),
-the stopped track's prediction moves on to the next frame, and the whole table is linked
-again, so the continued track can join the piece where its pit reappears.
+(or starts, or misses a frame) and the nearest detection of that frame belongs to another track
+that was there in the frame before, it fits two Gaussians (positions, amplitudes, one
+background; sigma fixed) in that detection's window, started at the track's predicted position
+and at the other track's previous position, and keeps the pair when it beats the single
+Gaussian in the shot-noise-weighted F-test of :func:`domains.cme.tracking.detect.fit_mixtures`,
+each source stays near its start and neither is another detection of the frame. The pair
+replaces the single detection (the host row is refitted, the hidden pit is a new row), a
+stopped track's prediction moves on to the next frame, and the whole table is linked again, so
+the continued track can join the piece where its pit reappears.
 """
 from __future__ import annotations
 
