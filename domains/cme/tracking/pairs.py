@@ -109,6 +109,54 @@ def _pair_fit(data: np.ndarray, wts: np.ndarray, host: np.ndarray, prior: np.nda
     return {"p": p2, "pstd": pstd2, "sd": sd2, "rss": rss2, "npx": npx, "pA": pA, "pF": pF}
 
 
+class _Frames:
+    """The detections of every frame: their rows and a k-d tree of their (original) positions."""
+
+    def __init__(self, f: np.ndarray, x: np.ndarray, y: np.ndarray, n_frames: int):
+        order = np.argsort(f, kind="stable")
+        bounds = np.searchsorted(f[order], np.arange(n_frames + 1))
+        self.rows = [order[bounds[t]:bounds[t + 1]] for t in range(n_frames)]
+        self.trees = [cKDTree(np.column_stack([x[r], y[r]])) if r.size else None for r in self.rows]
+
+    def nearest(self, t: int, xy: np.ndarray, k: int = 1, radius: float = np.inf):
+        """Distances and rows of the ``k`` nearest detections of frame ``t`` (row -1 beyond ``radius``)."""
+        d, j = self.trees[t].query(xy, k, distance_upper_bound=radius)
+        rows = self.rows[t]
+        return d, np.where(np.isfinite(d), rows[np.minimum(j, rows.size - 1)], -1)
+
+
+def _hosts(cand: np.ndarray, frames: _Frames, tid: np.ndarray, row_at: dict, used: np.ndarray, radius: float):
+    """Per candidate: the host (the nearest detection within ``radius`` px of the prediction),
+    the host track's row in the frame before it (after, going backwards; either, in a gap),
+    where its source starts, and whether the candidate is tried. A host of the candidate's own
+    track, one already used, or one whose track starts there (the pit's own reappearance) is not."""
+    host, prior, keep = np.full(len(cand), -1), np.full(len(cand), -1), np.zeros(len(cand), bool)
+    for t in np.unique(cand[:, 2]).astype(int):
+        sel = np.flatnonzero(cand[:, 2] == t)
+        if frames.trees[t] is not None:
+            host[sel] = frames.nearest(t, cand[sel, 3:5], radius=radius)[1]
+    for i in np.flatnonzero(host >= 0):
+        h, t, step = host[i], int(cand[i, 2]), int(cand[i, 1])
+        if tid[h] < 0 or tid[h] == cand[i, 0] or used[h]:
+            continue
+        p = next((row_at[k] for k in ((int(tid[h]), t - (step or d)) for d in (1, -1)) if k in row_at), None)
+        if p is not None:
+            prior[i], keep[i] = p, True
+    return host, prior, keep
+
+
+def _off_others(frames: _Frames, t: np.ndarray, x: np.ndarray, y: np.ndarray, host: np.ndarray,
+                sigma: float) -> np.ndarray:
+    """Whether each source (frame ``t``, x, y) lies >= ``sigma`` px from every detection of its frame
+    but its own ``host``."""
+    out = np.ones(len(t), bool)
+    for fr in np.unique(t).astype(int):
+        sel = np.flatnonzero(t == fr)
+        d, rows = frames.nearest(fr, np.column_stack([x[sel], y[sel]]), k=2)
+        out[sel] = np.where(rows[:, 0] == host[sel], d[:, 1], d[:, 0]) >= sigma
+    return out
+
+
 def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd.DataFrame:
     """Continue tracks whose pit hides in a neighbouring track's spot (module docstring).
 
@@ -134,10 +182,7 @@ def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd
     det = linked.reset_index(drop=True)
     f, tid = det["frame"].to_numpy(), det["track_id"].to_numpy()
     x, y, A, c = (det[k].to_numpy(float).copy() for k in ("x", "y", "A", "c"))
-    order = np.argsort(f, kind="stable")
-    bounds = np.searchsorted(f[order], np.arange(n_frames + 1))
-    trees = [cKDTree(np.column_stack([x[r], y[r]])) if r.size else None
-             for r in (order[bounds[t]:bounds[t + 1]] for t in range(n_frames))]
+    frames = _Frames(f, x, y, n_frames)
     row_at = {(int(t), int(fr)): i for i, (t, fr) in enumerate(zip(tid, f)) if t >= 0}
     cand = _candidates(det, n_frames, tcfg.pair_track_frames)
     used = np.zeros(len(det), bool)
@@ -145,24 +190,7 @@ def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd
     for _ in range(tcfg.pair_max_frames):
         if len(cand) == 0:
             break
-        host, prior, keep = np.full(len(cand), -1), np.full(len(cand), -1), np.zeros(len(cand), bool)
-        for t in np.unique(cand[:, 2]).astype(int):
-            sel = np.flatnonzero(cand[:, 2] == t)
-            if trees[t] is None:
-                continue
-            dist, j = trees[t].query(cand[sel, 3:5], distance_upper_bound=tcfg.pair_radius)
-            found = np.isfinite(dist)
-            host[sel[found]] = order[bounds[t] + j[found]]
-        for i in np.flatnonzero(host >= 0):
-            h, t, step = host[i], int(cand[i, 2]), int(cand[i, 1])
-            if tid[h] < 0 or tid[h] == cand[i, 0] or used[h]:
-                continue
-            # the host must belong to another track that was there the frame before (after,
-            # going backwards; either, in a gap): a host that starts there is the pit's own
-            # reappearance. The host source starts where that track was.
-            p = next((row_at[k] for k in ((int(tid[h]), t - (step or d)) for d in (1, -1)) if k in row_at), None)
-            if p is not None:
-                prior[i], keep[i] = p, True
+        host, prior, keep = _hosts(cand, frames, tid, row_at, used, tcfg.pair_radius)
         xi, yi = np.round(x[host]).astype(int), np.round(y[host]).astype(int)
         keep &= (xi >= w) & (yi >= w) & (xi < width - w) & (yi < height - w)
         # one candidate per host and frame: the nearest
@@ -186,12 +214,8 @@ def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd
               & (moved_host < tcfg.pair_max_shift) & (moved_pit < tcfg.pair_max_shift)
               & (np.hypot(p[:, 0] - p[:, 1], p[:, 2] - p[:, 3]) > tcfg.pair_min_separation * sigma))
         # neither source may be another detection of the frame (a neighbour the host's window holds)
-        for t in np.unique(cand[ok, 2]).astype(int):
-            sel = np.flatnonzero(ok & (cand[:, 2] == t))
-            for ix, iy in ((0, 2), (1, 3)):
-                d, j = trees[t].query(np.column_stack([xi[sel] + p[sel, ix], yi[sel] + p[sel, iy]]), 2)
-                other = np.where(order[bounds[t] + j[:, 0]] == host[sel], d[:, 1], d[:, 0])
-                ok[sel[other < sigma]] = False
+        for ix, iy in ((0, 2), (1, 3)):
+            ok[ok] = _off_others(frames, cand[ok, 2], xi[ok] + p[ok, ix], yi[ok] + p[ok, iy], host[ok], sigma)
         for i in np.flatnonzero(ok):
             used[host[i]] = True
             x[host[i]], y[host[i]] = xi[i] + p[i, 0], yi[i] + p[i, 2]  # the next frame's prior
