@@ -562,18 +562,22 @@ def score_movie(truth_detections: pd.DataFrame, truth_tracks: pd.DataFrame, dete
     if "aux_positive" in project_tracks:
         miss = aux_miss_causes(rows, project_tracks, t_tracks, truth_tracks, detections, max_dist=max_dist,
                                min_len=min_len, long_frames=long_frames, matched=matched)
-        dim = miss["snr_max_clathrin"].to_numpy(float) < snr_min
-        for cause in MISS_CAUSES:
-            hit = miss["cause"].to_numpy() == cause
-            out[f"aux_miss_long_{cause}"] = int(hit.sum())
-            out[f"aux_miss_dim_long_{cause}"] = int((hit & dim).sum())
+        out.update(_cause_counts(miss, MISS_CAUSES, "aux_miss", snr_min))
         fp = aux_false_positive_causes(rows, project_tracks, t_tracks, truth_tracks, truth_detections,
                                        max_dist=max_dist, min_len=min_len, long_frames=long_frames, matched=matched)
-        dim = fp["snr_max_clathrin"].to_numpy(float) < snr_min
-        for cause in FALSE_POSITIVE_CAUSES:
-            hit = fp["cause"].to_numpy() == cause
-            out[f"aux_fp_long_{cause}"] = int(hit.sum())
-            out[f"aux_fp_dim_long_{cause}"] = int((hit & dim).sum())
+        out.update(_cause_counts(fp, FALSE_POSITIVE_CAUSES, "aux_fp", snr_min))
+    return out
+
+
+def _cause_counts(table: pd.DataFrame, causes, prefix: str, snr_min: float) -> dict:
+    """``<prefix>_long_<cause>`` and, of dim pits (peak SNR < ``snr_min``), ``<prefix>_dim_long_<cause>``:
+    the rows of a cause table (:func:`aux_miss_causes`, :func:`aux_false_positive_causes`) per cause."""
+    dim = table["snr_max_clathrin"].to_numpy(float) < snr_min
+    out = {}
+    for cause in causes:
+        hit = table["cause"].to_numpy() == cause
+        out[f"{prefix}_long_{cause}"] = int(hit.sum())
+        out[f"{prefix}_dim_long_{cause}"] = int((hit & dim).sum())
     return out
 
 
