@@ -56,7 +56,7 @@ from domains.cme.traces import add_labels  # noqa: E402
 from domains.cme.tracking import accuracy as acc  # noqa: E402
 from domains.cme.tracking.detect import detect_movie  # noqa: E402
 from domains.cme.tracking.link import TrackingConfig, link  # noqa: E402
-from domains.cme.tracking.pairs import fit_hidden_pairs  # noqa: E402
+from domains.cme.tracking.pairs import fit_hidden_pairs, link_with_pairs  # noqa: E402
 from domains.cme.tracking.processing import process_tracks  # noqa: E402
 from domains.cme.tracking.simulate import SimulationConfig, simulate_cell  # noqa: E402
 
@@ -136,7 +136,7 @@ def run_project(cell, sim: SimulationConfig, threads: int, **detection) -> dict:
     clathrin-drop test (:data:`NO_DROP`)."""
     cfg = project_config(sim, **detection)
     t_det, (det, masks) = timed(lambda: detect_movie(cell.movie, cfg, threads, return_masks=True))
-    t_link, linked = timed(lambda: fit_hidden_pairs(link(det, cfg), cell.movie, cfg))
+    t_link, linked = timed(lambda: link_with_pairs(det, cell.movie, cfg))
     t_proc, (tracks, frames) = timed(lambda: process_tracks(linked, cell.movie, masks, cfg))
     shape = cell.movie.shape
 

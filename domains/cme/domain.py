@@ -157,8 +157,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
     writes the napari tracks file of each cell; returns (tracks, track frames, detections, cells)."""
     from domains.cme.tracking.detect import detect_movie
     from domains.cme.tracking.movie_io import read_movie
-    from domains.cme.tracking.link import link
-    from domains.cme.tracking.pairs import fit_hidden_pairs
+    from domains.cme.tracking.pairs import link_with_pairs
     from domains.cme.tracking.processing import detection_track_ids, process_tracks, write_napari_tracks
 
     d = cfg["data"]
@@ -168,7 +167,7 @@ def track_movies(cfg: dict, movies: pd.DataFrame, root: Path, out_dir: Path, thr
                            master=d["master"], slave=d["slave"], min_frames=d["min_frames"],
                            channels=d.get("channel_indices"), condition=row.condition)
         det, masks = detect_movie(movie, cfg, threads, return_masks=True)
-        det = fit_hidden_pairs(link(det, cfg), movie, cfg)
+        det = link_with_pairs(det, movie, cfg)
         tr, fr = process_tracks(det, movie, masks, cfg, cell=row.cell)
         det = det.rename(columns={"track_id": "linked_track_id"})
         det.insert(det.columns.get_loc("linked_track_id"), "track_id",

@@ -601,14 +601,13 @@ def oracle_link(detections: pd.DataFrame, truth_detections: pd.DataFrame, max_di
 
 def movie_to_tracks(movie, cfg: dict | None = None, threads: int = 1):
     """The ingest's movies -> tracks path of one movie (as ``domains.cme.domain.track_movies``):
-    ``detect_movie`` -> ``link`` -> ``fit_hidden_pairs`` -> ``process_tracks``; returns (detections
-    with the linker's ``track_id``, track table, per-track-frame table)."""
+    ``detect_movie`` -> ``link_with_pairs`` -> ``process_tracks``; returns (detections with the
+    linker's ``track_id``, track table, per-track-frame table)."""
     from domains.cme.tracking.detect import detect_movie
-    from domains.cme.tracking.link import link
-    from domains.cme.tracking.pairs import fit_hidden_pairs
+    from domains.cme.tracking.pairs import link_with_pairs
     from domains.cme.tracking.processing import process_tracks
 
     det, masks = detect_movie(movie, cfg, threads, return_masks=True)
-    det = fit_hidden_pairs(link(det, cfg), movie, cfg)
+    det = link_with_pairs(det, movie, cfg)
     tracks, frames = process_tracks(det, movie, masks, cfg)
     return det, tracks, frames

@@ -242,6 +242,12 @@ def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd
     return _with_pairs(det, np.array(host_rows), host_fits, new, data, dcfg, cfg)
 
 
+def link_with_pairs(detections: pd.DataFrame, movie, cfg: dict | None = None) -> pd.DataFrame:
+    """The ingest's linking of one movie's detections: :func:`domains.cme.tracking.link.link`, then
+    the pair fits (:func:`fit_hidden_pairs`, which links again where it adds pits)."""
+    return fit_hidden_pairs(link(detections, cfg), movie, cfg)
+
+
 def _with_pairs(det: pd.DataFrame, host_rows: np.ndarray, host_fits: list, new: list, data: np.ndarray, dcfg,
                 cfg: dict | None) -> pd.DataFrame:
     """The detection table with the host rows refitted and the hidden pits added (auxilin fitted
