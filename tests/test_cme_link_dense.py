@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from awd.io import InputError
 from domains.cme.tracking import accuracy as acc
-from domains.cme.tracking.link import TrackingConfig, link
+from domains.cme.tracking.link import TrackingConfig, _frame_links, link
 from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
 
@@ -162,6 +162,45 @@ def test_utrack_immobile_pits_two_px_apart_are_not_joined_without_amplitudes():
     second["x"] -= 1.5
     out = link(pd.concat([first, second], ignore_index=True), {"tracking": {"linker": "utrack"}})
     assert out["track_id"].nunique() == 1
+
+
+def _alternating_pair(gap_p: int = 11, gap_q: int = 10) -> pd.DataFrame:
+    """Two immobile pits 2.75 px apart (P 2000 ADU, Q 1800 ADU, frames 0-29) that detection
+    sees one at a time for two frames: Q is missed in frame ``gap_q``, P in frame ``gap_p``."""
+    p = _pit([t for t in range(30) if t != gap_p], 10, 40, 2000, 0.05, seed=21)
+    q = _pit([t for t in range(30) if t != gap_q], 12.75, 40, 1800, 0.05, seed=22)
+    return pd.concat([p.assign(pit=0), q.assign(pit=1), _background_pits().assign(pit=-1)], ignore_index=True)
+
+
+@pytest.mark.parametrize("frame_memory, pieces", [(1, 1), (0, 2)])
+def test_utrack_frame_memory_keeps_alternately_detected_neighbours_apart(frame_memory, pieces):
+    # Frame 10 holds P only, frame 11 Q only. Linking strictly frame to frame, P's frame-10
+    # detection can only reach Q's frame-11 one (2.75 px, inside the 4 px density radius of a
+    # lone spot) and takes it; Q's track, which ended at frame 9, and P's frames from 12 on
+    # are too far apart to close (immobile pits: radius 1 px x sqrt(3)), so P is cut in two
+    # and half of Q is on P's track. With frame_memory 1, Q's frame-9 end still competes
+    # for frame 11 (0.1 px, cost ~0.01 x 1.5 against 2.75^2 x 1.5) and P's frame-10 end for
+    # frame 12, so each pit keeps one track.
+    det = _alternating_pair()
+    out = link(det, {"tracking": {"linker": "utrack", "frame_memory": frame_memory}})
+    pieces_p = out.loc[out["pit"] == 0, "track_id"].nunique()
+    assert pieces_p == pieces
+    shared = set(out.loc[out["pit"] == 0, "track_id"]) & set(out.loc[out["pit"] == 1, "track_id"])
+    assert bool(shared) == (frame_memory == 0)
+    assert out["track_id"].nunique() == 30 + (2 if frame_memory else 3)  # the 30 distractors: one track each
+
+
+@pytest.mark.parametrize("cap, linked", [(2.0, False), (3.0, True)])
+def test_frame_links_memory_reach_is_capped(cap, linked):
+    # an open end at frame 0 (nothing in frame 1) and a spot 2.5 px away in frame 2: inside
+    # the motion radius x sqrt(2) (2.5 x 1.41 px), so only the cap decides.
+    p = np.array([[10.0, 10.0], [50.0, 50.0], [12.5, 10.0]])
+    bounds = np.array([0, 1, 2, 3])  # frames 0, 1, 2 hold rows 0, 1, 2
+    radius = np.full(3, 2.5)
+    nxt = _frame_links(p, bounds, radius, memory=1, memory_radius=cap, gap_radius=radius)
+    assert nxt[1] == -1
+    assert (nxt[0] == 2) == linked
+    assert (_frame_links(p, bounds, radius) == -1).all()  # no memory: frame-to-frame only
 
 
 def _released_vesicle(jump: float, seed: int = 11) -> pd.DataFrame:

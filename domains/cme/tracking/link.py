@@ -54,7 +54,10 @@ class TrackingConfig:
     ``amplitude_ratio_max`` are not joined) and by ``gap_penalty`` per missed frame.
     ``local_density`` (u-track's ``useLocalDensity``): the frame-to-frame radius of a detection
     is at least its nearest-neighbour distance in its frame over ``closest_distance_scale``,
-    capped at ``density_max_radius`` (:func:`_density_radius`).
+    capped at ``density_max_radius`` (:func:`_density_radius`). ``frame_memory``: in the
+    frame-to-frame passes a track end stays open for that many frames and competes for the
+    next frame's detections in the later passes (0: strictly frame to frame), within its motion radius x
+    sqrt(frames apart) and at most ``frame_memory_radius`` px (:func:`_frame_links`).
 
     Pair fits (:func:`domains.cme.tracking.pairs.fit_hidden_pairs`, after linking; ``pair_fits``
     turns them off): where a track of >= ``pair_track_frames`` detections stops and the nearest
@@ -82,6 +85,8 @@ class TrackingConfig:
     local_density: bool = True
     closest_distance_scale: float = 2.0
     density_max_radius: float = 4.0
+    frame_memory: int = 1
+    frame_memory_radius: float = 2.0
     pair_fits: bool = True
     pair_alpha: float = 0.05
     pair_radius: float = 4.0
@@ -105,6 +110,10 @@ class TrackingConfig:
                              "need brown_std_mult > 0 and 0 < min_search_radius <= max_search_radius")
         if not cfg.closest_distance_scale > 0 or not cfg.density_max_radius > 0:
             raise InputError("config:tracking", "need closest_distance_scale > 0 and density_max_radius > 0")
+        whole = type(cfg.frame_memory) is int and cfg.frame_memory >= 0
+        if not whole or not cfg.frame_memory_radius > 0:
+            raise InputError("config:tracking", f"need frame_memory a whole number >= 0 (got {cfg.frame_memory!r}) "
+                             f"and frame_memory_radius > 0 (got {cfg.frame_memory_radius!r})")
         if cfg.motion_passes < 1 or cfg.step_prior_weight < 0:
             raise InputError("config:tracking", "need motion_passes >= 1 and step_prior_weight >= 0")
         if cfg.gap_penalty < 1 or cfg.amplitude_ratio_max < 1 or cfg.amplitude_weight < 0:
@@ -317,9 +326,11 @@ def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, n
        tracks (:func:`_search_radii`). Cost = squared distance x amplitude ratio ^
        ``amplitude_weight``, the later passes comparing a detection's candidate with its
        track's mean amplitude over ``amplitude_frames`` detections (a pit whose fit shares its
-       amplitude with a blending neighbour for a frame keeps its track); start/end costs at
-       1.05 x the frame's largest candidate cost (laptrack's default), so every link inside a
-       radius beats ending a track when it competes with no better one.
+       amplitude with a blending neighbour for a frame keeps its track) and the track ends of
+       up to ``frame_memory`` frames before competing for each frame's detections within their
+       own motion radius (the first pass has none to give them); start/end costs at
+       1.05 x the frame's largest one-frame candidate cost (laptrack's default), so every link
+       inside a radius beats ending a track when it competes with no better one.
     2. One global LAP over the segments (:func:`_close_gaps`): gap closing and, with
        ``merge_split``, merges and splits.
     laptrack's own candidate search (a pandas row loop over all segment pairs) took 80 % of
@@ -338,11 +349,14 @@ def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, n
     bounds = np.searchsorted(f, np.arange(f.min(), f.max() + 2))
     room = _density_radius(p, bounds, tcfg)
     motion = np.full(n, float(tcfg.search_range))
+    mem = dict(memory=tcfg.frame_memory, memory_radius=tcfg.frame_memory_radius, gap_penalty=tcfg.gap_penalty,
+               ratio_max=tcfg.amplitude_ratio_max)
     nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight)
     for _ in range(tcfg.motion_passes - 1):
-        motion = _search_radii(p, nxt, tcfg, local=True)[0]
+        motion = _search_radii(p, f, nxt, tcfg, local=True)[0]
         amp_from = None if amp is None else _track_amplitude(amp, nxt, tcfg.amplitude_frames)
-        nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight, amp_from)
+        nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight, amp_from,
+                           gap_radius=motion, **mem)
     extra = _close_gaps(p, f, amp, nxt, tcfg)
     if not any(len(e) for e in extra[1:]):  # linear chains only: label them directly
         nxt = nxt.copy()
@@ -391,13 +405,25 @@ def _density_radius(p: np.ndarray, bounds: np.ndarray, tcfg: TrackingConfig) -> 
 
 
 def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.ndarray | None = None,
-                 amp_weight: float = 0.0, amp_from: np.ndarray | None = None) -> np.ndarray:
-    """Frame-to-frame LAP; ``nxt[i]`` = the row linked to row ``i`` in the next frame, or -1.
+                 amp_weight: float = 0.0, amp_from: np.ndarray | None = None, memory: int = 0,
+                 gap_radius: np.ndarray | None = None, memory_radius: float = np.inf, gap_penalty: float = 1.5,
+                 ratio_max: float = np.inf) -> np.ndarray:
+    """Frame-to-frame LAP; ``nxt[i]`` = the row linked to row ``i`` in a later frame, or -1.
 
     Rows are sorted by frame, frame t holds rows ``bounds[t]:bounds[t+1]``; a link i -> j is a
     candidate when ``|p_j - p_i| <= radius[i]``; its cost is the squared distance times the
     amplitude ratio max/min of ``amp_from[i]`` (default ``amp[i]``) and ``amp[j]`` ^
     ``amp_weight`` (1 where an amplitude is missing).
+
+    With ``memory`` > 0 the track ends of up to that many frames before compete for the next
+    frame's detections too (trackpy's memory inside the LAP): a pit missed for a frame takes its
+    spot back before a neighbour's track, which it reached while the pit was missing, can hold it
+    (two pits detected alternately otherwise swap tracks). Such a link dt frames long is a
+    candidate within ``gap_radius[i]`` x sqrt(dt) (default ``radius``), at most
+    ``memory_radius`` px, and amplitude ratios up to ``ratio_max``; it costs d^2 / dt x
+    ``gap_penalty`` ^ (dt - 1) x the amplitude factor. Track start and end costs stay those of
+    the one-frame candidates (laptrack's 1.05 x the largest), so an unlikely memory candidate
+    does not make ending a track dearer.
     """
     if amp_from is None:
         amp_from = amp
@@ -407,26 +433,39 @@ def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.
     from scipy.spatial import cKDTree
 
     nxt = np.full(len(p), -1, np.int64)
-    r_max = float(radius.max()) if len(radius) else 0.0
-    tree_b = None
+    fi = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
     for t in range(len(bounds) - 2):
         a0, a1, b1 = bounds[t], bounds[t + 1], bounds[t + 2]
-        tree_a = tree_b if tree_b is not None else (cKDTree(p[a0:a1]) if a1 > a0 else None)
-        tree_b = cKDTree(p[a1:b1]) if b1 > a1 else None
-        if tree_a is None or tree_b is None:
+        src = np.arange(bounds[max(t - memory, 0)], a1)
+        src = src[(src >= a0) | (nxt[src] < 0)]  # earlier frames: the track ends still open
+        if src.size == 0 or b1 == a1:
             continue
-        pairs = tree_a.sparse_distance_matrix(tree_b, r_max, output_type="ndarray")
+        dt = (t + 1 - fi[src]).astype(float)
+        far = (radius if gap_radius is None else gap_radius)[src] * np.sqrt(dt)
+        reach = np.where(dt == 1, radius[src], np.minimum(far, memory_radius))
+        pairs = cKDTree(p[src]).sparse_distance_matrix(cKDTree(p[a1:b1]), float(reach.max()),
+                                                       output_type="ndarray")
         i, j, d = pairs["i"], pairs["j"], pairs["v"]
-        ok = d <= radius[a0 + i]
+        ok = d <= reach[i]
         if not ok.any():
             continue
-        i, j, cost = i[ok], j[ok], d[ok] ** 2
+        i, j, d = i[ok], j[ok], d[ok]
+        cost = d ** 2 / dt[i] * gap_penalty ** (dt[i] - 1)
         if amp is not None and amp_weight > 0:
-            cost = cost * _amp_ratio(amp_from[a0 + i], amp[a1 + j]) ** amp_weight
-        dist = coo_matrix_builder((a1 - a0, b1 - a1), row=i, col=j, data=cost, dtype=np.float32)
-        xs, _ = lap_optimization(build_frame_cost_matrix(dist, track_start_cost=None, track_end_cost=None))
-        src = np.flatnonzero(xs[:a1 - a0] < b1 - a1)
-        nxt[a0 + src] = a1 + xs[src]
+            ratio = _amp_ratio(amp_from[src[i]], amp[a1 + j])
+            cost = np.where((dt[i] == 1) | (ratio <= ratio_max), cost * ratio ** amp_weight, np.inf)
+        keep = np.isfinite(cost)
+        i, j, cost = i[keep], j[keep], cost[keep]
+        if not i.size:
+            continue
+        dist = coo_matrix_builder((src.size, b1 - a1), row=i, col=j, data=cost, dtype=np.float32)
+        edge = None  # laptrack's default: 1.05 x the largest candidate cost
+        near = dt[i] == 1
+        if near.any() and not near.all():
+            edge = np.max(cost[near].astype(np.float32)) * 1.05
+        xs, _ = lap_optimization(build_frame_cost_matrix(dist, track_start_cost=edge, track_end_cost=edge))
+        s = np.flatnonzero(xs[:src.size] < b1 - a1)
+        nxt[src[s]] = a1 + xs[s]
     return nxt
 
 
@@ -466,7 +505,7 @@ def _chain_labels(nxt: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return seg
 
 
-def _search_radii(p: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: bool = False):
+def _search_radii(p: np.ndarray, f: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: bool = False):
     """Per-row search radius from the step statistics of its segment of ``nxt``.
 
     Mean squared step of a segment, shrunk towards the movie's typical one (the median
@@ -477,7 +516,7 @@ def _search_radii(p: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: b
     """
     seg = _chain_labels_any(nxt)
     src = np.flatnonzero(nxt >= 0)
-    d2 = np.sum((p[nxt[src]] - p[src]) ** 2, axis=1)
+    d2 = np.sum((p[nxt[src]] - p[src]) ** 2, axis=1) / (f[nxt[src]] - f[src])  # per frame across a skipped one
     n_seg = int(seg.max()) + 1 if len(seg) else 0
     if len(d2):
         ms_glob = float(np.median(d2) / np.log(2.0))
@@ -491,7 +530,7 @@ def _search_radii(p: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: b
     ms = np.where(s_n + w > 0, ms, ms_glob)
     ms_row = ms[seg]
     if local and _STEP_WINDOW > 0:
-        ms_row = _windowed_ms(p, nxt, seg, ms_row, w)
+        ms_row = _windowed_ms(p, f, nxt, seg, ms_row, w)
     r_row = np.clip(tcfg.brown_std_mult * np.sqrt(ms_row), tcfg.min_search_radius, tcfg.max_search_radius)
     return r_row, seg, ms, s_n, ms_glob
 
@@ -499,7 +538,7 @@ def _search_radii(p: np.ndarray, nxt: np.ndarray, tcfg: TrackingConfig, local: b
 _STEP_WINDOW = 3
 
 
-def _windowed_ms(p, nxt, seg, ms_prior, w):
+def _windowed_ms(p, f, nxt, seg, ms_prior, w):
     """Mean squared step of the ``_STEP_WINDOW`` links before and after each row in its
     segment, shrunk towards ``ms_prior`` (the segment's estimate) with weight ``w``: the
     radius follows changes of motion inside a track (a vesicle leaving after scission).
@@ -507,7 +546,7 @@ def _windowed_ms(p, nxt, seg, ms_prior, w):
     n = len(nxt)
     has = nxt >= 0
     d2 = np.zeros(n)
-    d2[has] = np.sum((p[nxt[has]] - p[has]) ** 2, axis=1)
+    d2[has] = np.sum((p[nxt[has]] - p[has]) ** 2, axis=1) / (f[nxt[has]] - f[has])
     order = np.lexsort((np.arange(n), seg))
     pos = np.empty(n, np.int64)
     pos[order] = np.arange(n)
@@ -571,7 +610,7 @@ def _close_gaps(p: np.ndarray, f: np.ndarray, amp: np.ndarray | None, nxt: np.nd
     empty = np.empty((0, 2), np.int64)
     gmax = tcfg.memory + 1
     mult2 = tcfg.brown_std_mult ** 2
-    _, seg, ms, s_n, ms_glob = _search_radii(p, nxt, tcfg)
+    _, seg, ms, s_n, ms_glob = _search_radii(p, f, nxt, tcfg)
     prev = _predecessors(nxt)
     n_seg = len(ms)
     first = np.empty(n_seg, np.int64)
