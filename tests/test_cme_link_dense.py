@@ -285,7 +285,8 @@ def test_utrack_handles_empty_frames_and_missing_amplitudes():
                                  {"motion_passes": 0}, {"gap_penalty": 0.5}, {"amplitude_ratio_max": 0.9},
                                  {"amplitude_weight": -1}, {"linker": "u-track"}, {"closest_distance_scale": 0},
                                  {"density_max_radius": -1.0}, {"amplitude_frames": 0}, {"amplitude_frames": 2.5},
-                                 {"amplitude_frames": True}])
+                                 {"amplitude_frames": True}, {"frame_memory": -1}, {"frame_memory": 1.5},
+                                 {"frame_memory": True}, {"frame_memory_radius": 0}])
 def test_utrack_config_validation(bad):
     with pytest.raises(InputError):
         TrackingConfig.from_dict({"linker": "utrack", **bad})
