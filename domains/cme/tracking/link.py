@@ -56,7 +56,8 @@ class TrackingConfig:
     is at least its nearest-neighbour distance in its frame over ``closest_distance_scale``,
     capped at ``density_max_radius`` (:func:`_density_radius`). ``frame_memory``: in the
     frame-to-frame passes a track end stays open for that many frames and competes for the
-    next frame's detections in the later passes (0: strictly frame to frame), within its motion radius x
+    next frame's detections in the later passes (0: strictly frame to frame; never more than
+    ``memory``, so ``memory: 0`` still bridges no gap), within its motion radius x
     sqrt(frames apart) and at most ``frame_memory_radius`` px (:func:`_frame_links`).
 
     Pair fits (:func:`domains.cme.tracking.pairs.fit_hidden_pairs`, after linking; ``pair_fits``
@@ -349,8 +350,8 @@ def _link_utrack(det: pd.DataFrame, tcfg: TrackingConfig) -> tuple[np.ndarray, n
     bounds = np.searchsorted(f, np.arange(f.min(), f.max() + 2))
     room = _density_radius(p, bounds, tcfg)
     motion = np.full(n, float(tcfg.search_range))
-    mem = dict(memory=tcfg.frame_memory, memory_radius=tcfg.frame_memory_radius, gap_penalty=tcfg.gap_penalty,
-               ratio_max=tcfg.amplitude_ratio_max)
+    mem = dict(memory=min(tcfg.frame_memory, tcfg.memory), memory_radius=tcfg.frame_memory_radius,
+               gap_penalty=tcfg.gap_penalty, ratio_max=tcfg.amplitude_ratio_max)
     nxt = _frame_links(p, bounds, np.maximum(motion, room), amp, tcfg.amplitude_weight)
     for _ in range(tcfg.motion_passes - 1):
         motion = _search_radii(p, f, nxt, tcfg, local=True)[0]
