@@ -55,8 +55,8 @@ class TrackingConfig:
     ``local_density`` (u-track's ``useLocalDensity``): the frame-to-frame radius of a detection
     is at least its nearest-neighbour distance in its frame over ``closest_distance_scale``,
     capped at ``density_max_radius`` (:func:`_density_radius`). ``frame_memory``: in the
-    frame-to-frame passes a track end stays open for that many frames and competes for the
-    next frame's detections in the later passes (0: strictly frame to frame; never more than
+    later frame-to-frame passes a track end stays open for that many frames and competes for
+    the next frame's detections (0: strictly frame to frame; never more than
     ``memory``, so ``memory: 0`` still bridges no gap), within its motion radius x
     sqrt(frames apart) and at most ``frame_memory_radius`` px (:func:`_frame_links`).
 
@@ -460,7 +460,7 @@ def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.
         if not i.size:
             continue
         dist = coo_matrix_builder((src.size, b1 - a1), row=i, col=j, data=cost, dtype=np.float32)
-        edge = None  # laptrack's default: 1.05 x the largest candidate cost
+        edge = None  # laptrack's default, 1.05 x the largest candidate cost; with memory ones, of the others
         near = dt[i] == 1
         if near.any() and not near.all():
             edge = np.max(cost[near].astype(np.float32)) * 1.05
