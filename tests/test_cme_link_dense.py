@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from awd.io import InputError
 from domains.cme.tracking import accuracy as acc
-from domains.cme.tracking.link import TrackingConfig, _frame_links, link
+from domains.cme.tracking.link import TrackingConfig, _frame_links, _search_radii, link
 from domains.cme.tracking.simulate import SimulationConfig, simulate_cell
 
 
@@ -201,6 +201,20 @@ def test_frame_links_memory_reach_is_capped(cap, linked):
     assert nxt[1] == -1
     assert (nxt[0] == 2) == linked
     assert (_frame_links(p, bounds, radius) == -1).all()  # no memory: frame-to-frame only
+
+
+def test_search_radii_count_a_step_across_a_missed_frame_per_frame():
+    # track A steps 1 px per frame (frames 0, 1, 2); track B steps 1.41 px across one missed
+    # frame (frames 0 -> 2): 1 px^2 per frame like A's. Each segment's mean squared step is
+    # shrunk towards the movie's (median 1 / ln 2) with the weight of 3 steps.
+    p = np.array([[0.0, 0.0], [20.0, 0.0], [1.0, 0.0], [2.0, 0.0], [21.0, 1.0]])
+    f = np.array([0, 0, 1, 2, 2])
+    nxt = np.array([2, 4, 3, -1, -1])
+    radius, seg, ms, n_steps, ms_glob = _search_radii(p, f, nxt, TrackingConfig())
+    g = 1.0 / np.log(2.0)
+    assert ms_glob == pytest.approx(g) and n_steps.tolist() == [2.0, 1.0]
+    assert ms == pytest.approx([(2.0 + 3 * g) / 5, (1.0 + 3 * g) / 4])  # B counted as 2 px^2: (2 + 3 g) / 4
+    assert radius == pytest.approx(3.0 * np.sqrt(ms[seg]))
 
 
 def _released_vesicle(jump: float, seed: int = 11) -> pd.DataFrame:
