@@ -517,7 +517,9 @@ def _search_radii(p: np.ndarray, f: np.ndarray, nxt: np.ndarray, tcfg: TrackingC
     """
     seg = _chain_labels_any(nxt)
     src = np.flatnonzero(nxt >= 0)
-    d2 = np.sum((p[nxt[src]] - p[src]) ** 2, axis=1) / (f[nxt[src]] - f[src])  # per frame across a skipped one
+    step2 = np.zeros(len(nxt))  # squared step to the next row, per frame across a skipped one
+    step2[src] = np.sum((p[nxt[src]] - p[src]) ** 2, axis=1) / (f[nxt[src]] - f[src])
+    d2 = step2[src]
     n_seg = int(seg.max()) + 1 if len(seg) else 0
     if len(d2):
         ms_glob = float(np.median(d2) / np.log(2.0))
@@ -531,7 +533,7 @@ def _search_radii(p: np.ndarray, f: np.ndarray, nxt: np.ndarray, tcfg: TrackingC
     ms = np.where(s_n + w > 0, ms, ms_glob)
     ms_row = ms[seg]
     if local and _STEP_WINDOW > 0:
-        ms_row = _windowed_ms(p, f, nxt, seg, ms_row, w)
+        ms_row = _windowed_ms(step2, nxt, seg, ms_row, w)
     r_row = np.clip(tcfg.brown_std_mult * np.sqrt(ms_row), tcfg.min_search_radius, tcfg.max_search_radius)
     return r_row, seg, ms, s_n, ms_glob
 
@@ -539,15 +541,14 @@ def _search_radii(p: np.ndarray, f: np.ndarray, nxt: np.ndarray, tcfg: TrackingC
 _STEP_WINDOW = 3
 
 
-def _windowed_ms(p, f, nxt, seg, ms_prior, w):
+def _windowed_ms(d2, nxt, seg, ms_prior, w):
     """Mean squared step of the ``_STEP_WINDOW`` links before and after each row in its
     segment, shrunk towards ``ms_prior`` (the segment's estimate) with weight ``w``: the
     radius follows changes of motion inside a track (a vesicle leaving after scission).
-    Rows must be sorted by frame, so the row order inside a segment is its time order."""
+    ``d2``: each row's squared step to its ``nxt`` (0 where it has none). Rows must be sorted
+    by frame, so the row order inside a segment is its time order."""
     n = len(nxt)
     has = nxt >= 0
-    d2 = np.zeros(n)
-    d2[has] = np.sum((p[nxt[has]] - p[has]) ** 2, axis=1) / (f[nxt[has]] - f[has])
     order = np.lexsort((np.arange(n), seg))
     pos = np.empty(n, np.int64)
     pos[order] = np.arange(n)
