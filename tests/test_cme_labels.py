@@ -38,6 +38,12 @@ def test_aux_labels_follow_the_reference_rules():
     p[[3, 7]] = 0.01  # significant but not consecutive
     lab = aux_labels(Y, p)
     assert not lab["y_consec_sig"] and not lab["aux_positive"] and lab["Y_sig_mean"] == pytest.approx(50.0)
+    # two frames apart (one not significant between them): consecutive only with consec_frames >= 2
+    assert aux_labels(Y, p, consec_frames=4)["y_consec_sig"] and not aux_labels(Y, p, consec_frames=3)["y_consec_sig"]
+    p = np.ones(20)
+    p[[3, 5]] = 0.01
+    assert not aux_labels(Y, p)["aux_positive"]
+    assert aux_labels(Y, p, consec_frames=2)["aux_positive"] and aux_labels(Y, p, consec_frames=3)["y_consec_sig"]
     lab = aux_labels(np.r_[Y[:-1], 1000.0], np.ones(20))  # no significant frame, max > 973
     assert lab["y_conservative_thresh"] and lab["aux_positive"] and lab["Y_sig_mean"] == 0.0
     # hotspot: >= 5 significant frames and consecutive pairs more than 2 apart in the list of
@@ -293,6 +299,28 @@ def test_aux_threshold_follows_the_noise():
             LabelConfig.from_dict(bad)
 
 
+def test_aux_consec_frames_joins_significant_frames_a_few_frames_apart():
+    """Two significant auxilin frames (800 ADU, below the 973 ADU threshold) 2 frames apart make
+    a track aux+ with the default aux_consec_frames (3) but not with the reference's adjacent
+    frames (1); 4 frames apart they do not; a burst across the track's end and its end buffer
+    counts like one inside the track. Bad values are refused."""
+    frames = pd.concat([
+        _track_rows(1, 10, 5, (7, 9), 800.0, 0.0),     # one frame between them
+        _track_rows(2, 10, 5, (5, 9), 800.0, 0.0),     # three frames between them
+        _track_rows(3, 10, 5, (9, 12), 800.0, 0.0)], ignore_index=True)  # last track frame, end buffer
+    tracks = pd.DataFrame({"cell": "c", "track_id": [1, 2, 3]})
+    absolute = {"aux_thresh_adu": 973.0}
+    lab = add_labels(tracks, frames, {"labels": absolute}).set_index("track_id")
+    assert lab["aux_positive"].tolist() == [True, False, True] and lab["n_sig_aux"].tolist() == [2, 2, 2]
+    ref = add_labels(tracks, frames, {"labels": {**absolute, "aux_consec_frames": 1}})
+    assert ref["aux_positive"].tolist() == [False, False, False]
+    wide = add_labels(tracks, frames, {"labels": {**absolute, "aux_consec_frames": 4}})
+    assert wide["aux_positive"].tolist() == [True, True, True]
+    for bad in (0, 2.5, True, None):
+        with pytest.raises(InputError, match="aux_consec_frames"):
+            LabelConfig.from_dict({"aux_consec_frames": bad})
+
+
 def _track_rows(tid, n_track, n_buffer, sig, Y, offset_px):
     """One track: ``n_track`` track rows and ``n_buffer`` end-buffer rows, clathrin at (10, 10);
     rows in ``sig`` have auxilin amplitude ``Y`` (p = 0.01), fitted ``offset_px`` px away in x."""
@@ -331,7 +359,8 @@ def test_aux_labels_colocalisation_and_end_buffer():
     assert new["y_consec_sig"].tolist() == [True, False, True, False, False]
     assert new.loc[1, "Y_sig_mean"] == 800.0 and new.loc[2, "Y_sig_mean"] == 0.0 and new.loc[2, "Y_max"] == 0.0
     assert new.attrs["aux_colocalised"]
-    ref = {**absolute, "aux_end_buffer": False, "aux_colocalisation_px": None, "aux_clathrin_drop": None}
+    ref = {**absolute, "aux_end_buffer": False, "aux_colocalisation_px": None, "aux_clathrin_drop": None,
+           "aux_consec_frames": 1}
     old = add_labels(tracks, frames, {"labels": ref}).set_index("track_id")
     assert old["aux_positive"].tolist() == [False, True, True, True, True]
     assert old.loc[1, "Y_sig_mean"] == 0.0 and old.loc[2, "Y_sig_mean"] == 800.0
