@@ -203,6 +203,23 @@ def test_frame_links_memory_reach_is_capped(cap, linked):
     assert (_frame_links(p, bounds, radius) == -1).all()  # no memory: frame-to-frame only
 
 
+@pytest.mark.parametrize("amp_weight", [0.0, 4.0])
+def test_frame_links_memory_needs_a_plausible_amplitude_ratio(amp_weight):
+    # an open end at frame 0 (1,000 ADU) and a spot 1 px away in frame 2: joined at 2,500 ADU
+    # (ratio 2.5), not at 5,000 (ratio 5 > ratio_max 3), with or without amplitudes in the cost
+    p = np.array([[10.0, 10.0], [50.0, 50.0], [11.0, 10.0]])
+    bounds = np.array([0, 1, 2, 3])
+    radius = np.full(3, 2.5)
+    for a2, linked in ((2500.0, True), (5000.0, False)):
+        nxt = _frame_links(p, bounds, radius, np.array([1000.0, 1000.0, a2]), amp_weight, memory=1,
+                           memory_radius=2.0, gap_radius=radius, ratio_max=3.0)
+        assert (nxt[0] == 2) == linked
+    # a one-frame link is not gated by the ratio
+    nxt = _frame_links(p[[0, 2]], np.array([0, 1, 2]), radius[:2], np.array([1000.0, 5000.0]), amp_weight,
+                       ratio_max=3.0)
+    assert nxt[0] == 1
+
+
 def test_search_radii_count_a_step_across_a_missed_frame_per_frame():
     # track A steps 1 px per frame (frames 0, 1, 2); track B steps 1.41 px across one missed
     # frame (frames 0 -> 2): 1 px^2 per frame like A's. Each segment's mean squared step is

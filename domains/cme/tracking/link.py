@@ -452,7 +452,7 @@ def _frame_links(p: np.ndarray, bounds: np.ndarray, radius: np.ndarray, amp: np.
             continue
         i, j, d = i[ok], j[ok], d[ok]
         cost = d ** 2 / dt[i] * gap_penalty ** (dt[i] - 1)
-        if amp is not None and amp_weight > 0:
+        if amp is not None and (amp_weight > 0 or memory > 0):  # memory links are gated by ratio_max either way
             ratio = _amp_ratio(amp_from[src[i]], amp[a1 + j])
             cost = np.where((dt[i] == 1) | (ratio <= ratio_max), cost * ratio ** amp_weight, np.inf)
         keep = np.isfinite(cost)
