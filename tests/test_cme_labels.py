@@ -38,10 +38,10 @@ def test_aux_labels_follow_the_reference_rules():
     p[[3, 7]] = 0.01  # significant but not consecutive
     lab = aux_labels(Y, p)
     assert not lab["y_consec_sig"] and not lab["aux_positive"] and lab["Y_sig_mean"] == pytest.approx(50.0)
-    # two frames apart (one not significant between them): consecutive only with consec_frames >= 2
+    # 4 frames apart: consecutive only with consec_frames >= 4
     assert aux_labels(Y, p, consec_frames=4)["y_consec_sig"] and not aux_labels(Y, p, consec_frames=3)["y_consec_sig"]
     p = np.ones(20)
-    p[[3, 5]] = 0.01
+    p[[3, 5]] = 0.01  # 2 frames apart (one not significant between them): consecutive from consec_frames 2
     assert not aux_labels(Y, p)["aux_positive"]
     assert aux_labels(Y, p, consec_frames=2)["aux_positive"] and aux_labels(Y, p, consec_frames=3)["y_consec_sig"]
     lab = aux_labels(np.r_[Y[:-1], 1000.0], np.ones(20))  # no significant frame, max > 973
