@@ -16,7 +16,7 @@ from domains.cme.tracking.detect import detect_movie
 from domains.cme.tracking.link import link
 from domains.cme.tracking.processing import _prctile, process_tracks, to_napari_tracks, write_napari_tracks, write_tables
 from domains.cme.traces import (AUX_THRESH_SD, LabelConfig, add_labels, aux_labels, aux_noise, build_traces,
-                                clathrin_drop, downsample, purity_thresholds)
+                                burst_ends, clathrin_drop, downsample, purity_thresholds)
 
 
 # ------------------------------------------------------------------ small pieces
@@ -555,3 +555,82 @@ def test_aux_clathrin_drop_counts_auxilin_only_where_the_clathrin_falls():
                 {"aux_drop_frames": 0}, {"aux_drop_frames": 2.5}, {"aux_drop_end": 0}):
         with pytest.raises(InputError, match="aux_(clathrin_drop|drop_frames|drop_end)"):
             LabelConfig.from_dict(bad)
+
+
+# ------------------------------------------------------------------ tracks cut after a burst
+def test_burst_ends_by_hand():
+    """The frame ending the first burst (significant frames at most aux_consec_frames apart,
+    colocalised) of tracks that go on for >= min_after track frames after it: end-buffer rows do
+    not count as going on, a lone bright frame is no burst, a far fit is not counted, hotspots are
+    not listed; with the clathrin-drop test a burst counts only where the clathrin falls."""
+    def track(tid, sig, offset_px=0.0, fall_after=None):
+        rows = _track_rows(tid, 40, 5, sig, 800.0, offset_px)
+        rows["A_clathrin"] = np.where(rows["frame"] > fall_after, 300.0, 1000.0) if fall_after else 1000.0
+        return rows
+
+    frames = pd.concat([
+        track(1, (10, 11, 13), fall_after=13),  # a chain 10-11-13, then 26 track frames
+        track(2, (10, 11, 17)),                 # 11 -> 17 is no chain: the burst ends at 11
+        track(3, (34, 35)),                     # 4 track frames after it (and the end buffer)
+        track(4, (10,)),                        # one frame is no burst
+        track(5, (10, 11), offset_px=2.5),      # a neighbour's burst 2.5 px away
+        track(6, (5, 6, 15, 17, 19, 25, 26)),   # a hotspot: repeated bursts
+        track(7, (20, 21))], ignore_index=True)  # 18 track frames after it
+    tracks = frames[["cell", "track_id"]].drop_duplicates().reset_index(drop=True)
+    no_drop = {"labels": {"aux_thresh_adu": 973.0, "aux_clathrin_drop": None}}
+    lab = add_labels(tracks, frames, no_drop)
+    assert lab.set_index("track_id").loc[6, "hotspot"]
+    ends = burst_ends(lab, frames, no_drop, 10)
+    assert ends[["track_id", "frame"]].values.tolist() == [[1, 13], [2, 11], [7, 21]]
+    assert burst_ends(lab, frames, no_drop, 19)["track_id"].tolist() == [1, 2]
+    assert burst_ends(lab, frames, no_drop, 4)["track_id"].tolist() == [1, 2, 3, 7]
+    # the default labels ask the clathrin to fall after a burst that is not at the track's end
+    default = {"labels": {"aux_thresh_adu": 973.0}}
+    assert burst_ends(add_labels(tracks, frames, default), frames, default, 10)["track_id"].tolist() == [1]
+
+
+@pytest.fixture(scope="module")
+def joined_pits():
+    """64x64, 50 frames: pit P (6,000 ADU) lives in frames 5-23 and ends with an auxilin burst in
+    frames 19-22; pit Q (3,000 ADU, no auxilin) appears at the same spot in frame 24 and lives to
+    frame 44. The detections are linked as one track, as a linker joins a pit born where another
+    ended."""
+    T, H, W = 50, 64, 64
+    rng = np.random.default_rng(5)
+    data = np.empty((T, 2, H, W))
+    data[:, 0], data[:, 1] = 1450.0, 1300.0
+    for t in range(5, 45):
+        data[t, 0] += _spot((H, W), 30.0, 30.0, 6000.0 if t <= 23 else 3000.0, 1.2)
+    for t in range(19, 23):
+        data[t, 1] += _spot((H, W), 30.1, 30.0, 2000.0, 1.1)
+    data = np.round(data + rng.normal(0, 60, data.shape)).astype(np.uint16)
+    movie = SimpleNamespace(data=data, frame_interval_s=1.0, pixel_size_um=0.08, name="joined", condition="test")
+    det, masks = detect_movie(movie, {}, return_masks=True)
+    det = det[np.hypot(det["x"] - 30.0, det["y"] - 30.0) < 1.0].reset_index(drop=True)
+    assert sorted(det["frame"]) == list(range(5, 45))
+    det["track_id"] = det["compound_id"] = 0
+    return det, movie, masks
+
+
+def test_tracks_are_cut_after_an_auxilin_burst(joined_pits):
+    """With track_processing.burst_split_frames (default 10) the joined track is cut after P's
+    burst: P's piece is aux+, Q's aux-; both come from the one linked track. Off, the one track
+    is aux+ (Q inherits P's burst)."""
+    det, movie, masks = joined_pits
+    tracks, frames = process_tracks(det, movie, masks, {}, cell="c", cell_mask=np.ones(movie.data.shape[2:], bool))
+    assert tracks[["start_frame", "end_frame"]].values.tolist() in ([[5, 21], [22, 44]], [[5, 22], [23, 44]])
+    assert tracks["aux_positive"].tolist() == [True, False]
+    assert (tracks["linked_track_id"] == 0).all() and (tracks["split_from"] == 0).all()
+    first = frames[frames["track_id"] == 0]
+    # P's piece: its end buffer is the next rows of the parent, Q's start buffer the last of P's
+    assert first.loc[first["part"] == "end_buffer", "frame"].min() == tracks.loc[0, "end_frame"] + 1
+    off = {"track_processing": {"burst_split_frames": None}}
+    whole, _ = process_tracks(det, movie, masks, off, cell="c", cell_mask=np.ones(movie.data.shape[2:], bool))
+    assert whole[["start_frame", "end_frame"]].values.tolist() == [[5, 44]] and whole["aux_positive"].all()
+    # a track going on for fewer frames than the setting after its burst is kept whole
+    long_after = {"track_processing": {"burst_split_frames": 30}}
+    kept, _ = process_tracks(det, movie, masks, long_after, cell="c", cell_mask=np.ones(movie.data.shape[2:], bool))
+    assert len(kept) == 1
+    for bad in (0, 2.5, "10", True):
+        with pytest.raises(InputError, match="burst_split_frames"):
+            process_tracks(det, movie, masks, {"track_processing": {"burst_split_frames": bad}})

@@ -250,22 +250,11 @@ def clathrin_drop(rows: pd.DataFrame, k: int) -> np.ndarray:
     return out
 
 
-def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
-    """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
-    auxilin frames of each track in ``frames_df``: its track rows (``part == 'track'``, gaps
-    included) and, with ``labels.aux_end_buffer``, its end-buffer rows; with each cell's
-    threshold (:func:`aux_thresholds`; also in ``attrs['aux_thresh_adu']``, str(cell) -> ADU).
-
-    With ``labels.aux_colocalisation_px`` a frame counts only where the auxilin fit
-    (``x_auxilin``, ``y_auxilin``) lies within that many px of the row's clathrin position
-    (``x``, ``y``); tables without these columns (lifetimeData.mat) are labelled without the
-    test, with a warning. ``attrs['aux_colocalised']`` says whether it was applied. With
-    ``labels.aux_clathrin_drop`` a frame before the track's last ``aux_drop_end`` track frames
-    counts only where :func:`clathrin_drop` (over ``aux_drop_frames``) reaches it; tables
-    without ``A_clathrin`` are labelled without it, with a warning
-    (``attrs['aux_clathrin_drop']``).
-    """
-    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+def _label_rows(frames_df: pd.DataFrame, lcfg: LabelConfig) -> tuple[pd.DataFrame, bool, bool]:
+    """The auxilin frames of every track (:func:`add_labels`), sorted by cell, track and frame,
+    with ``_counted`` (bool: the frame passes the colocalisation and clathrin-drop tests that
+    apply) when any test applies; and whether each test was applied (colocalisation,
+    clathrin drop)."""
     need = {"cell", "track_id", "part", "frame", "A_auxilin", "pval_Ar_auxilin"}
     missing = need - set(frames_df.columns)
     if missing:
@@ -294,6 +283,27 @@ def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
     tests = [col for col, on in (("_near", colocalise), ("_fell", drop_test)) if on]
     if tests:
         rows = rows.assign(_counted=rows[tests].all(axis=1))
+    return rows, colocalise, drop_test
+
+
+def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
+    """The per-track table with the auxilin labels (:func:`aux_labels`) computed from the
+    auxilin frames of each track in ``frames_df``: its track rows (``part == 'track'``, gaps
+    included) and, with ``labels.aux_end_buffer``, its end-buffer rows; with each cell's
+    threshold (:func:`aux_thresholds`; also in ``attrs['aux_thresh_adu']``, str(cell) -> ADU).
+
+    With ``labels.aux_colocalisation_px`` a frame counts only where the auxilin fit
+    (``x_auxilin``, ``y_auxilin``) lies within that many px of the row's clathrin position
+    (``x``, ``y``); tables without these columns (lifetimeData.mat) are labelled without the
+    test, with a warning. ``attrs['aux_colocalised']`` says whether it was applied. With
+    ``labels.aux_clathrin_drop`` a frame before the track's last ``aux_drop_end`` track frames
+    counts only where :func:`clathrin_drop` (over ``aux_drop_frames``) reaches it; tables
+    without ``A_clathrin`` are labelled without it, with a warning
+    (``attrs['aux_clathrin_drop']``).
+    """
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    rows, colocalise, drop_test = _label_rows(frames_df, lcfg)
+    counted = "_counted" in rows.columns
     thresh = aux_thresholds(frames_df, lcfg, tracks_df) if len(rows) else pd.Series(dtype=float)
     for cell, value in thresh.items():
         log.info("cell %s: auxilin threshold %.0f ADU (%s)", cell, value,
@@ -304,7 +314,7 @@ def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
         labs.append({"cell": cell, "track_id": tid, **aux_labels(g["A_auxilin"].to_numpy(),
                                                                 g["pval_Ar_auxilin"].to_numpy(),
                                                                 lcfg.alpha, float(thresh[cell]),
-                                                                g["_counted"].to_numpy() if tests else None,
+                                                                g["_counted"].to_numpy() if counted else None,
                                                                 lcfg.aux_consec_frames)})
     lab = pd.DataFrame(labs, columns=["cell", "track_id", "n_sig_aux", "y_consec_sig", "Y_max",
                                       "y_conservative_thresh", "aux_positive", "hotspot", "Y_sig_mean"])
@@ -313,6 +323,42 @@ def add_labels(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
     out.attrs = {**tracks_df.attrs, "aux_thresh_adu": {str(c): float(v) for c, v in thresh.items()},
                  "aux_colocalised": bool(colocalise), "aux_clathrin_drop": bool(drop_test)}
     return out
+
+
+def burst_ends(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | None, min_after: int) -> pd.DataFrame:
+    """Tracks that go on for at least ``min_after`` track frames after an auxilin burst: per such
+    track (``cell``, ``track_id``) the ``frame`` that ends its first burst.
+
+    A burst is what the ``y_consec_sig`` label counts: significant auxilin frames (``alpha``,
+    the colocalisation and clathrin-drop tests of :func:`add_labels`) at most
+    ``aux_consec_frames`` apart, two or more of them; it ends at the last frame of that chain.
+    Auxilin arrives at scission and the coat leaves with the vesicle, so a pit ends with its
+    burst: a track that goes on past one for many frames holds a second pit that the linker
+    joined to it (the pit born at the same spot after it, or an abortive neighbour too close to
+    resolve). ``tracks_df``: the table :func:`add_labels` returns (its ``hotspot`` tracks, whose
+    repeated bursts are their own, are never listed).
+    """
+    lcfg = LabelConfig.from_dict((cfg or {}).get("labels"))
+    rows, _, _ = _label_rows(frames_df, lcfg)
+    sig = rows["pval_Ar_auxilin"].to_numpy(float) < lcfg.alpha
+    if "_counted" in rows.columns:
+        sig &= rows["_counted"].to_numpy(bool)
+    hot = pd.MultiIndex.from_frame(tracks_df.loc[tracks_df["hotspot"].astype("boolean").fillna(False).to_numpy(bool),
+                                                 ["cell", "track_id"]])
+    in_track = rows["part"].astype(str).eq("track").to_numpy()
+    out = []
+    for (cell, tid), idx in rows.groupby(["cell", "track_id"], sort=False).indices.items():
+        f = rows["frame"].to_numpy()[idx][sig[idx]]
+        close = np.flatnonzero(np.diff(f) <= lcfg.aux_consec_frames)
+        if not close.size or (cell, tid) in hot:
+            continue
+        j = close[0] + 1
+        while j + 1 < f.size and f[j + 1] - f[j] <= lcfg.aux_consec_frames:
+            j += 1
+        end = int(f[j])
+        if np.count_nonzero(in_track[idx] & (rows["frame"].to_numpy()[idx] > end)) >= min_after:
+            out.append({"cell": cell, "track_id": tid, "frame": end})
+    return pd.DataFrame(out, columns=["cell", "track_id", "frame"])
 
 
 # --------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ following cmeAnalysis ``runTrackProcessing`` and ``runSlaveChannelClassification
   ``catIdx`` 1-8 with the cmeAnalysis fixes (invalid-gap tracks reaching the 2.5th percentile
   of their lifetime cohort become 1; buffer, hotspot-splitting, gap-fraction and displacement
   checks), ``isCCP``, MSD / total displacement, and the slave-channel significance flags;
+* tracks that go on for ``burst_split_frames`` frames after an auxilin burst are cut after it
+  (:func:`domains.cme.traces.burst_ends`: scission ends a pit, so the rest is another pit);
 * the auxilin labels of :func:`domains.cme.traces.add_labels`.
 
 Tables (same column conventions as :mod:`domains.cme.cmeanalysis_io`, so existing cmeAnalysis
@@ -33,8 +35,8 @@ import pandas as pd
 from scipy import ndimage, special, stats
 from scipy.spatial import cKDTree
 
-from awd.io import InputError, atomic_path, known_fields
-from domains.cme.traces import add_labels
+from awd.io import InputError, atomic_path, is_count, known_fields
+from domains.cme.traces import add_labels, burst_ends
 from domains.cme.tracking.detect import movie_array, detection_config, extract_windows, fit_slave, fit_windows
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ _TRACK_COLUMNS = ["condition", "cell", "track_id", "start_frame", "end_frame", "
 class ProcessingConfig:
     """Track-processing settings (config section ``track_processing``); cmeAnalysis defaults.
     ``slave_at_master``: fit the auxilin of gaps and buffers as detection does
-    (:func:`_refit_slave`) instead of cmeAnalysis' per-channel re-fit."""
+    (:func:`_refit_slave`) instead of cmeAnalysis' per-channel re-fit. ``burst_split_frames``
+    (not in cmeAnalysis; null: off): cut a track after its first auxilin burst when it goes on
+    for at least that many frames (:func:`domains.cme.traces.burst_ends`)."""
 
     buffer: int = 5
     cohort_bounds_s: tuple[float, ...] = (10, 20, 40, 60, 80, 100, 125, 150)
@@ -72,6 +76,7 @@ class ProcessingConfig:
     diffusion_max_lag: int = 4
     postprocess: bool = True
     slave_at_master: bool = False
+    burst_split_frames: int | None = 10
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ProcessingConfig":
@@ -86,6 +91,9 @@ class ProcessingConfig:
         if not isinstance(cfg.slave_at_master, bool):
             raise InputError("config:track_processing.slave_at_master",
                              f"must be true or false, got {cfg.slave_at_master!r}")
+        if cfg.burst_split_frames is not None and not is_count(cfg.burst_split_frames):
+            raise InputError("config:track_processing.burst_split_frames",
+                             f"must be null or a whole number of frames >= 1, got {cfg.burst_split_frames!r}")
         return cfg
 
 
@@ -446,6 +454,29 @@ def _cut(tr: _Track, core: np.ndarray, cut_runs) -> list[_Track]:
     return pieces
 
 
+def _split_after_bursts(tracks: list[_Track], ends: dict) -> list[_Track]:
+    """Cut each track of ``ends`` (list position -> frame, :func:`domains.cme.traces.burst_ends`)
+    after that frame, where its pit ended with an auxilin burst; what follows is another pit the
+    linker joined to it. The pieces are made as the hotspot split makes them (:func:`_cut`:
+    each keeps the parent's category, inner buffers are the parent's adjacent rows)."""
+    ends = {int(k): int(v) for k, v in ends.items()}
+    out = []
+    for k, tr in enumerate(tracks):
+        if k not in ends:
+            out.append(tr)
+            continue
+        core = np.flatnonzero(tr.core)
+        gap = tr.gap[core]
+        first = int(np.searchsorted(tr.f[core], ends[k], side="right"))  # the second piece's first row
+        last = first - 1
+        while gap[last]:  # pieces begin and end with a detection: gap rows at the cut are dropped
+            last -= 1
+        while gap[first]:
+            first += 1
+        out.extend(_cut(tr, core, [(last + 1, first - 1)]))  # pieces [0, last] and [first, end]
+    return out
+
+
 def _displacement_check(tracks: list[_Track]) -> None:
     """Gap fraction >= 50 % -> 2; category-1 tracks with > 4 steps above the 95th percentile
     of the per-track median step -> 2."""
@@ -736,6 +767,28 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
         bg = _slave_background(data, masks, cell_mask, sigmas, positions, dcfg.alpha_aux, pcfg.alpha,
                                dcfg.aux_neighbours, pcfg, dcfg.slave_max_shift)
     condition = str(getattr(movie, "condition", ""))
+    tables = dict(n_ch=n_ch, interval=interval, pixel_um=pixel_um, bg=bg, pcfg=pcfg, condition=condition,
+                  cell=cell, cfg=cfg)
+    tracks_df, frames_df = _tables(tracks, **tables)
+    if n_ch > 1 and pcfg.burst_split_frames is not None and len(tracks_df):
+        ends = burst_ends(tracks_df, frames_df, cfg, pcfg.burst_split_frames)
+        if len(ends):
+            tracks = _split_after_bursts(tracks, dict(zip(ends["track_id"], ends["frame"])))
+            tracks_df, frames_df = _tables(tracks, **tables)
+            log.info("cell %s: %d tracks cut after an auxilin burst (track_processing.burst_split_frames)",
+                     cell, len(ends))
+    tracks_df.attrs.update({"bg95_auxilin": bg.level if bg else np.nan,
+                            "p_detection_auxilin": bg.p_detection if bg else np.nan,
+                            "n_background_fits_auxilin": bg.n if bg else 0,
+                            "sigma_clathrin": s_m, "sigma_auxilin": s_a})
+    log.info("cell %s: %d tracks (%d in category 1)", cell, len(tracks_df),
+             int((tracks_df["catIdx"] == 1).sum()) if len(tracks_df) else 0)
+    return tracks_df, frames_df
+
+
+def _tables(tracks: list[_Track], *, n_ch: int, interval: float, pixel_um: float, bg: SlaveBackground | None,
+            pcfg: ProcessingConfig, condition: str, cell: Any, cfg: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-track and per-track-frame tables of ``tracks`` (ids = list positions), labelled."""
     frames_df, sig_master, sig_slave = _frame_table(tracks, n_ch, interval, pixel_um, bg, pcfg.alpha)
     track_rows = []
     for new_id, tr in enumerate(tracks):
@@ -764,12 +817,6 @@ def process_tracks(detections: pd.DataFrame, movie: Any, masks: np.ndarray, cfg:
     frames_df.insert(0, "condition", condition)
     if n_ch > 1 and len(tracks_df):
         tracks_df = add_labels(tracks_df, frames_df, cfg)
-    tracks_df.attrs.update({"bg95_auxilin": bg.level if bg else np.nan,
-                            "p_detection_auxilin": bg.p_detection if bg else np.nan,
-                            "n_background_fits_auxilin": bg.n if bg else 0,
-                            "sigma_clathrin": s_m, "sigma_auxilin": s_a})
-    log.info("cell %s: %d tracks (%d in category 1)", cell, len(tracks_df),
-             int((tracks_df["catIdx"] == 1).sum()) if len(tracks_df) else 0)
     return tracks_df, frames_df
 
 
