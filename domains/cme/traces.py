@@ -346,9 +346,10 @@ def burst_ends(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
     hot = pd.MultiIndex.from_frame(tracks_df.loc[tracks_df["hotspot"].astype("boolean").fillna(False).to_numpy(bool),
                                                  ["cell", "track_id"]])
     in_track = rows["part"].astype(str).eq("track").to_numpy()
+    frame = rows["frame"].to_numpy()
     out = []
     for (cell, tid), idx in rows.groupby(["cell", "track_id"], sort=False).indices.items():
-        f = rows["frame"].to_numpy()[idx][sig[idx]]
+        f = frame[idx][sig[idx]]
         close = np.flatnonzero(np.diff(f) <= lcfg.aux_consec_frames)
         if not close.size or (cell, tid) in hot:
             continue
@@ -356,7 +357,7 @@ def burst_ends(tracks_df: pd.DataFrame, frames_df: pd.DataFrame, cfg: dict | Non
         while j + 1 < f.size and f[j + 1] - f[j] <= lcfg.aux_consec_frames:
             j += 1
         end = int(f[j])
-        if np.count_nonzero(in_track[idx] & (rows["frame"].to_numpy()[idx] > end)) >= min_after:
+        if np.count_nonzero(in_track[idx] & (frame[idx] > end)) >= min_after:
             out.append({"cell": cell, "track_id": tid, "frame": end})
     return pd.DataFrame(out, columns=["cell", "track_id", "frame"])
 
