@@ -15,7 +15,7 @@ from awd.io import InputError
 from domains.cme.tracking.detect import detect_movie
 from domains.cme.tracking.link import TrackingConfig, link
 from domains.cme.tracking.movie_io import Movie
-from domains.cme.tracking.pairs import fit_hidden_pairs
+from domains.cme.tracking.pairs import _candidates, _TrackRows, fit_hidden_pairs
 
 SIGMA = 1.45
 SIZE, FRAMES = 48, 16
@@ -134,3 +134,38 @@ def test_pair_fits_can_be_turned_off_and_check_their_settings(hidden):
             TrackingConfig.from_dict(bad)
     with pytest.raises(InputError, match="sigma"):
         fit_hidden_pairs(linked.drop(columns=["sigma"]), movie, CFG)
+
+
+def test_candidates_by_hand():
+    """Where a track may have lost its pit: after its end and before its start at the mean of its
+    k first / last detections, and in each gap frame by interpolation; tracks shorter than k and
+    untracked rows give none, frames outside the movie are dropped; rows in track order."""
+    det = pd.DataFrame({"track_id": [7, 7, 7, 7, 3, 3, -1, 9],
+                        "frame": [2, 5, 0, 6, 4, 3, 1, 8],
+                        "x": [10.0, 13.0, 9.0, 14.0, 30.0, 31.0, 50.0, 70.0],
+                        "y": [20.0, 23.0, 20.0, 24.0, 40.0, 41.0, 60.0, 80.0],
+                        "A": [100.0, 400.0, 200.0, 300.0, 50.0, 70.0, 999.0, 5.0]})
+    got = _candidates(det, n_frames=7, k=2)
+    want = np.array([
+        [3, 1, 5, 30.5, 40.5, 60.0],     # track 3 (frames 3, 4): after its end ...
+        [3, -1, 2, 30.5, 40.5, 60.0],    # ... and before its start
+        # track 7 (frames 0, 2, 5, 6): after its end (frame 7) and before its start (frame -1)
+        # lie outside the movie; its gaps remain
+        [7, 0, 1, 9.5, 20.0, 150.0],     # gap 0 -> 2
+        [7, 0, 3, 11.0, 21.0, 250.0],    # gap 2 -> 5, a third and two thirds of the way
+        [7, 0, 4, 12.0, 22.0, 250.0]])
+    np.testing.assert_allclose(got, want)
+    assert _candidates(det, n_frames=7, k=5).shape == (0, 6)
+    assert _candidates(det.iloc[:0], n_frames=7, k=2).shape == (0, 6)
+
+
+def test_track_rows_lookup():
+    """The row of a track at a frame, -1 where it has none (other tracks, untracked rows and the
+    frames just outside the movie included); of two rows in one frame, the later one."""
+    tid = np.array([4, 4, -1, 2, 4, 2])
+    f = np.array([0, 3, 3, 3, 3, 5])
+    rows = _TrackRows(tid, f, n_frames=6)
+    np.testing.assert_array_equal(rows.find(np.array([4, 4, 4, 2, 2, 2, -1, 3, 4]),
+                                            np.array([0, 3, 1, 3, 5, 0, 3, 3, -1])),
+                                  [0, 4, -1, 3, 5, -1, -1, -1, -1])
+    assert _TrackRows(tid[:0], f[:0], 6).find(np.array([1]), np.array([0])).tolist() == [-1]

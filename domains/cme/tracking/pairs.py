@@ -37,33 +37,41 @@ _FIT_COLUMNS = ("x", "y", "A", "c", "x_pstd", "y_pstd", "A_pstd", "c_pstd", "sig
                 "pval_A")
 
 
-def _track_rows(track_id: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
-    """Row indices of every track (id >= 0), each in frame order."""
-    rows = np.flatnonzero(track_id >= 0)
-    rows = rows[np.lexsort((frame[rows], track_id[rows]))]
-    return np.split(rows, np.flatnonzero(np.diff(track_id[rows])) + 1) if rows.size else []
-
-
 def _candidates(det: pd.DataFrame, n_frames: int, k: int) -> np.ndarray:
     """The frames where tracks with >= ``k`` detections may have lost their pit to a neighbour:
     the frame after the end and before the start, predicted at the mean position and amplitude
     of the ``k`` last / first detections, and every frame of a gap, predicted by interpolating
-    its two ends. Columns: track id, direction (+1 after the end, -1 before the start: followed
-    on while found; 0 in a gap), frame, predicted x, y, amplitude."""
+    its two ends. Rows in track order, each track's end, start, then its gaps' frames in order.
+    Columns: track id, direction (+1 after the end, -1 before the start: followed on while
+    found; 0 in a gap), frame, predicted x, y, amplitude."""
     tid, f = det["track_id"].to_numpy(), det["frame"].to_numpy()
     x, y, A = (det[c].to_numpy(float) for c in ("x", "y", "A"))
-    out = []
-    for rows in _track_rows(tid, f):
-        if rows.size < k:
-            continue
-        end, start = rows[-k:], rows[:k]
-        out.append((tid[rows[0]], 1, f[rows[-1]] + 1, x[end].mean(), y[end].mean(), A[end].mean()))
-        out.append((tid[rows[0]], -1, f[rows[0]] - 1, x[start].mean(), y[start].mean(), A[start].mean()))
-        for a, b in zip(rows[:-1][np.diff(f[rows]) > 1], rows[1:][np.diff(f[rows]) > 1]):
-            u = (np.arange(f[a] + 1, f[b]) - f[a]) / (f[b] - f[a])
-            out.extend(zip(np.full(u.size, tid[a]), np.zeros(u.size), f[a] + np.arange(1, u.size + 1),
-                           x[a] + u * (x[b] - x[a]), y[a] + u * (y[b] - y[a]), np.full(u.size, 0.5 * (A[a] + A[b]))))
-    out = np.array(out, dtype=float).reshape(-1, 6)
+    rows = np.flatnonzero(tid >= 0)
+    rows = rows[np.lexsort((f[rows], tid[rows]))]  # every track's rows in frame order
+    new_track = np.r_[True, tid[rows[1:]] != tid[rows[:-1]]] if rows.size else np.zeros(0, bool)
+    first = np.flatnonzero(new_track)
+    size = np.diff(np.r_[first, rows.size])
+    kept = size >= k
+    row_kept = np.repeat(kept, size)
+    first, last = first[kept], (first + size - 1)[kept]
+    ends = rows[last[:, None] - np.arange(k - 1, -1, -1)]  # the k last and first rows, in frame order
+    starts = rows[first[:, None] + np.arange(k)]
+    ids = tid[rows[first]]
+    after = np.column_stack([ids, np.ones(ids.size), f[rows[last]] + 1,
+                             x[ends].mean(axis=1), y[ends].mean(axis=1), A[ends].mean(axis=1)])
+    before = np.column_stack([ids, -np.ones(ids.size), f[rows[first]] - 1,
+                              x[starts].mean(axis=1), y[starts].mean(axis=1), A[starts].mean(axis=1)])
+    # gaps: two rows of a kept track more than a frame apart, one candidate per missing frame
+    pos = np.flatnonzero(row_kept[:-1] & ~new_track[1:] & (np.diff(f[rows]) > 1))
+    n = f[rows[pos + 1]] - f[rows[pos]] - 1
+    a, b = np.repeat(rows[pos], n), np.repeat(rows[pos + 1], n)
+    step = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + 1
+    u = step / (f[b] - f[a])
+    gaps = np.column_stack([tid[a], np.zeros(a.size), f[a] + step, x[a] + u * (x[b] - x[a]),
+                            y[a] + u * (y[b] - y[a]), 0.5 * (A[a] + A[b])])
+    track = np.r_[np.arange(ids.size), np.arange(ids.size), np.repeat(np.searchsorted(first, pos, "right") - 1, n)]
+    kind = np.r_[np.zeros(ids.size), np.ones(ids.size), np.full(a.size, 2)]
+    out = np.concatenate([after, before, gaps])[np.lexsort((np.arange(len(track)), kind, track))]
     return out[(out[:, 2] >= 0) & (out[:, 2] < n_frames)]
 
 
@@ -125,7 +133,27 @@ class _Frames:
         return d, np.where(np.isfinite(d), rows[np.minimum(j, rows.size - 1)], -1)
 
 
-def _hosts(cand: np.ndarray, frames: _Frames, tid: np.ndarray, row_at: dict, used: np.ndarray, radius: float):
+class _TrackRows:
+    """The row of a track at a frame: a sorted-key lookup over the rows of every track (id >= 0);
+    where a track has two rows in one frame, the later row."""
+
+    def __init__(self, tid: np.ndarray, f: np.ndarray, n_frames: int):
+        rows = np.flatnonzero(tid >= 0)
+        self.span = n_frames + 2  # frames -1 .. n_frames, so that keys of different tracks never meet
+        keys = tid[rows].astype(np.int64) * self.span + f[rows] + 1
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rows = keys[order], rows[order]
+
+    def find(self, track: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Per (track, frame) pair (frames -1 .. n_frames): its row, or -1."""
+        key = np.asarray(track, np.int64) * self.span + np.asarray(frame, np.int64) + 1
+        i = np.searchsorted(self.keys, key, side="right") - 1
+        hit = (i >= 0) & (self.keys[np.maximum(i, 0)] == key) if self.keys.size else np.zeros(key.shape, bool)
+        return np.where(hit, self.rows[np.maximum(i, 0)] if self.rows.size else -1, -1)
+
+
+def _hosts(cand: np.ndarray, frames: _Frames, tid: np.ndarray, track_rows: _TrackRows, used: np.ndarray,
+           radius: float):
     """Per candidate: the host (the nearest detection within ``radius`` px of the prediction),
     the host track's row in the frame before it (after, going backwards; either, in a gap),
     where its source starts, and whether the candidate is tried. A host of the candidate's own
@@ -135,13 +163,13 @@ def _hosts(cand: np.ndarray, frames: _Frames, tid: np.ndarray, row_at: dict, use
         sel = np.flatnonzero(cand[:, 2] == t)
         if frames.trees[t] is not None:
             host[sel] = frames.nearest(t, cand[sel, 3:5], radius=radius)[1]
-    for i in np.flatnonzero(host >= 0):
-        h, t, step = host[i], int(cand[i, 2]), int(cand[i, 1])
-        if tid[h] < 0 or tid[h] == cand[i, 0] or used[h]:
-            continue
-        p = next((row_at[k] for k in ((int(tid[h]), t - (step or d)) for d in (1, -1)) if k in row_at), None)
-        if p is not None:
-            prior[i], keep[i] = p, True
+    i = np.flatnonzero(host >= 0)
+    h, t, step = host[i], cand[i, 2].astype(np.int64), cand[i, 1].astype(np.int64)
+    tried = (tid[h] >= 0) & (tid[h] != cand[i, 0]) & ~used[h]
+    p = track_rows.find(tid[h], t - np.where(step != 0, step, 1))
+    p = np.where((p < 0) & (step == 0), track_rows.find(tid[h], t + 1), p)  # in a gap: the frame after
+    tried &= p >= 0
+    prior[i[tried]], keep[i[tried]] = p[tried], True
     return host, prior, keep
 
 
@@ -183,14 +211,14 @@ def fit_hidden_pairs(linked: pd.DataFrame, movie, cfg: dict | None = None) -> pd
     f, tid = det["frame"].to_numpy(), det["track_id"].to_numpy()
     x, y, A, c = (det[k].to_numpy(float).copy() for k in ("x", "y", "A", "c"))
     frames = _Frames(f, x, y, n_frames)
-    row_at = {(int(t), int(fr)): i for i, (t, fr) in enumerate(zip(tid, f)) if t >= 0}
+    track_rows = _TrackRows(tid, f, n_frames)
     cand = _candidates(det, n_frames, tcfg.pair_track_frames)
     used = np.zeros(len(det), bool)
     host_rows, host_fits, new = [], [], []
     for _ in range(tcfg.pair_max_frames):
         if len(cand) == 0:
             break
-        host, prior, keep = _hosts(cand, frames, tid, row_at, used, tcfg.pair_radius)
+        host, prior, keep = _hosts(cand, frames, tid, track_rows, used, tcfg.pair_radius)
         xi, yi = np.round(x[host]).astype(int), np.round(y[host]).astype(int)
         keep &= (xi >= w) & (yi >= w) & (xi < width - w) & (yi < height - w)
         # one candidate per host and frame: the nearest
