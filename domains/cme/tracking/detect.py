@@ -614,23 +614,28 @@ def _solve_small(H, b, x):
 
 
 @_exact
-def _lm_evaluate(d, w, weighted, coords, two_s2, p, g, dd, r):
-    """For the compiled (x, y, A, c) fit: profiles g = (gx, gy), offsets dd = (dx, dy) and weighted
-    residual r of one window; returns its RSS."""
+def _lm_evaluate(d, w, weighted, coords, two_s2, p, g, dd, rgx, rgxdx):
+    """For the compiled (x, y, A, c) fit: profiles g = (gx, gy) and offsets dd = (dx, dy) of one
+    window at p, and of its weighted residual r the row sums rgx = sum_x r gx and rgxdx =
+    sum_x r gx dx (what the gradient needs); returns (RSS, sum of r)."""
     nw = coords.shape[0]
     for ax in range(2):
         for k in range(nw):
             dd[ax, k] = coords[k] - p[ax]
             g[ax, k] = math.exp(-dd[ax, k] ** 2 / two_s2)
     rss = 0.0
+    rsum = 0.0
     for iy in range(nw):
+        rgx[iy] = rgxdx[iy] = 0.0
         for ix in range(nw):
             v = d[iy, ix] - (p[2] * (g[1, iy] * g[0, ix]) + p[3])
             if weighted:
                 v *= w[iy, ix]
-            r[iy, ix] = v
             rss += v * v
-    return rss
+            rgx[iy] += v * g[0, ix]
+            rgxdx[iy] += v * (g[0, ix] * dd[0, ix])
+            rsum += v
+    return rss, rsum
 
 
 @_exact
@@ -639,16 +644,15 @@ def _lm_xyAc_spots(data, wts, weighted, p0, coords, sigma, escape, max_iter, max
     n, nw = data.shape[0], coords.shape[0]
     s2 = sigma ** 2
     two_s2 = 2 * sigma ** 2
-    g, dd, r = np.empty((2, nw)), np.empty((2, nw)), np.empty((nw, nw))
-    g1, dd1, r1 = np.empty((2, nw)), np.empty((2, nw)), np.empty((nw, nw))
+    g, dd, rgx, rgxdx = np.empty((2, nw)), np.empty((2, nw)), np.empty(nw), np.empty(nw)
+    g1, dd1, rgx1, rgxdx1 = np.empty((2, nw)), np.empty((2, nw)), np.empty(nw), np.empty(nw)
     H, grad, step = np.empty((4, 4)), np.empty(4), np.empty(4)
     S, T = np.empty((2, 3)), np.empty((2, 2))
     p, p1, diag = np.empty(4), np.empty(4), np.empty(4)
-    rgx, rgxdx = np.empty(nw), np.empty(nw)
     for i in range(n):
         d, w = data[i], wts[i]
         p[:] = p0[i]
-        rss = _lm_evaluate(d, w, weighted, coords, two_s2, p, g, dd, r)
+        rss, rsum = _lm_evaluate(d, w, weighted, coords, two_s2, p, g, dd, rgx, rgxdx)
         lam = 1e-3
         for _ in range(max_iter):
             for ax in range(2):  # S_k = sum g^2 d^k, T_k = sum g d^k per axis
@@ -669,13 +673,6 @@ def _lm_xyAc_spots(data, wts, weighted, p0, coords, sigma, escape, max_iter, max
             H[1, 3] = H[3, 1] = a * T[0, 0] * T[1, 1]
             H[2, 2], H[3, 3] = S[0, 0] * S[1, 0], nw * nw
             H[2, 3] = H[3, 2] = T[0, 0] * T[1, 0]
-            rsum = 0.0
-            for iy in range(nw):
-                rgx[iy] = rgxdx[iy] = 0.0
-                for ix in range(nw):
-                    rgx[iy] += r[iy, ix] * g[0, ix]
-                    rgxdx[iy] += r[iy, ix] * (g[0, ix] * dd[0, ix])
-                    rsum += r[iy, ix]
             grad[0] = grad[1] = grad[2] = 0.0
             for iy in range(nw):
                 grad[0] += g[1, iy] * rgxdx[iy]
@@ -694,10 +691,11 @@ def _lm_xyAc_spots(data, wts, weighted, p0, coords, sigma, escape, max_iter, max
                 step[k] = min(max(step[k], -max_shift), max_shift)
             for k in range(4):
                 p1[k] = p[k] + step[k]
-            rss1 = _lm_evaluate(d, w, weighted, coords, two_s2, p1, g1, dd1, r1)
+            rss1, rsum1 = _lm_evaluate(d, w, weighted, coords, two_s2, p1, g1, dd1, rgx1, rgxdx1)
             if rss1 < rss:
-                p, p1, g, g1, dd, dd1, r, r1 = p1, p, g1, g, dd1, dd, r1, r
-                rss = rss1
+                p, p1, g, g1, dd, dd1 = p1, p, g1, g, dd1, dd
+                rgx, rgx1, rgxdx, rgxdx1 = rgx1, rgx, rgxdx1, rgxdx
+                rss, rsum = rss1, rsum1
                 lam = max(lam / 10, 1e-9)
             else:
                 lam = lam * 10
@@ -1061,23 +1059,25 @@ def _dense_model(kind, K, sigma, coords, p, model, J, jac, gx, gy, dx, dy):
 
 
 @_exact
-def _dense_normal_eq(J, r, w, weighted, free, H0, grad):
-    """Gauss-Newton matrix H0 and gradient of one weighted window over the ``free`` parameters."""
+def _dense_normal_eq(J, r, w, weighted, free, H0, grad, Jw):
+    """Gauss-Newton matrix H0 and gradient of one weighted window over the ``free`` parameters
+    (Jw: scratch, the weighted Jacobian rows of the free parameters)."""
     nf, npx = free.shape[0], r.shape[0]
     for a in range(nf):
         ja = J[free[a]]
+        for q in range(npx):
+            Jw[a, q] = ja[q] * w[q] if weighted else ja[q]
+    for a in range(nf):
+        ja = Jw[a]
         g = 0.0
         for q in range(npx):
-            g += (ja[q] * w[q] if weighted else ja[q]) * r[q]
+            g += ja[q] * r[q]
         grad[a] = g
         for b in range(a, nf):
-            jb = J[free[b]]
+            jb = Jw[b]
             h = 0.0
             for q in range(npx):
-                if weighted:
-                    h += (ja[q] * w[q]) * (jb[q] * w[q])
-                else:
-                    h += ja[q] * jb[q]
+                h += ja[q] * jb[q]
             H0[a, b] = H0[b, a] = h
 
 
@@ -1099,7 +1099,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
     """:func:`_lm_dense`'s iteration, spot by spot, into out (N, P) and out_rss (N,)."""
     n, P = p0.shape
     npx, nw, nf = data.shape[1], coords.shape[0], free.shape[0]
-    model, J = np.empty(npx), np.empty((P, npx))
+    model, J, Jw = np.empty(npx), np.empty((P, npx)), np.empty((free.shape[0], npx))
     r, r1 = np.empty(npx), np.empty(npx)
     gx, gy, dx, dy = np.empty(nw), np.empty(nw), np.empty(nw), np.empty(nw)
     H0, H, grad, b, step, diag = (np.empty((nf, nf)), np.empty((nf, nf)), np.empty(nf), np.empty(nf),
@@ -1110,7 +1110,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
         p[:] = p0[i]
         _dense_model(kind, K, sigma, coords, p, model, J, True, gx, gy, dx, dy)
         rss = _weighted_residual(d, model, w, weighted, r)
-        _dense_normal_eq(J, r, w, weighted, free, H0, grad)
+        _dense_normal_eq(J, r, w, weighted, free, H0, grad, Jw)
         lam = 1e-3
         for _ in range(max_iter):
             top = H0[0, 0]
@@ -1133,7 +1133,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
                 p, p1, r, r1 = p1, p, r1, r
                 rss = rss1
                 _dense_model(kind, K, sigma, coords, p, model, J, True, gx, gy, dx, dy)
-                _dense_normal_eq(J, r, w, weighted, free, H0, grad)
+                _dense_normal_eq(J, r, w, weighted, free, H0, grad, Jw)
                 lam = max(lam / 10, 1e-9)
             else:
                 lam = lam * 10
