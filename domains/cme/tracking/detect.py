@@ -1099,7 +1099,7 @@ def _lm_dense_spots(kind, K, sigma, coords, data, wts, weighted, p0, free, tol, 
     """:func:`_lm_dense`'s iteration, spot by spot, into out (N, P) and out_rss (N,)."""
     n, P = p0.shape
     npx, nw, nf = data.shape[1], coords.shape[0], free.shape[0]
-    model, J, Jw = np.empty(npx), np.empty((P, npx)), np.empty((free.shape[0], npx))
+    model, J, Jw = np.empty(npx), np.empty((P, npx)), np.empty((nf, npx))
     r, r1 = np.empty(npx), np.empty(npx)
     gx, gy, dx, dy = np.empty(nw), np.empty(nw), np.empty(nw), np.empty(nw)
     H0, H, grad, b, step, diag = (np.empty((nf, nf)), np.empty((nf, nf)), np.empty(nf), np.empty(nf),

@@ -147,9 +147,10 @@ class _TrackRows:
     def find(self, track: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """Per (track, frame) pair (frames -1 .. n_frames): its row, or -1."""
         key = np.asarray(track, np.int64) * self.span + np.asarray(frame, np.int64) + 1
-        i = np.searchsorted(self.keys, key, side="right") - 1
-        hit = (i >= 0) & (self.keys[np.maximum(i, 0)] == key) if self.keys.size else np.zeros(key.shape, bool)
-        return np.where(hit, self.rows[np.maximum(i, 0)] if self.rows.size else -1, -1)
+        if self.keys.size == 0:
+            return np.full(key.shape, -1, np.int64)
+        i = np.maximum(np.searchsorted(self.keys, key, side="right") - 1, 0)  # the last key <= key
+        return np.where(self.keys[i] == key, self.rows[i], -1)
 
 
 def _hosts(cand: np.ndarray, frames: _Frames, tid: np.ndarray, track_rows: _TrackRows, used: np.ndarray,
