@@ -1579,31 +1579,45 @@ def detect_frame(frame: np.ndarray, *, sigma: float, alpha: float = 0.05, sigma_
         keep &= _remove_redundant(fit.x, fit.y, fit.RSS, redundancy_radius)
         fit, xs, ys = fit.take(keep), xs[keep], ys[keep]
         comp = labels[ys, xs]
-        sizes = np.bincount(labels.ravel())
-        sums = np.bincount(labels.ravel(), weights=img.ravel())
         if comp.size:  # components holding a detection, by a lookup table over the labels
-            holds = np.zeros(len(sizes), bool)
+            holds = np.zeros(int(labels.max()) + 1, bool)
             holds[comp] = True
             det_mask = holds[labels]
-        cols = {
-            "x": fit.x, "y": fit.y, "A": fit.A, "c": fit.c, "x_pstd": fit.x_pstd, "y_pstd": fit.y_pstd,
-            "A_pstd": fit.A_pstd, "c_pstd": fit.c_pstd, "sigma_r": fit.sigma_r,
-            "SE_sigma_r": fit.SE_sigma_r, "RSS": fit.RSS, "pval_A": fit.pval_A, "isPSF": ~fit.hval_AD,
-            "x_init": xs.astype(np.int64), "y_init": ys.astype(np.int64),
-            "mask_n": sizes[comp].astype(np.int64), "mask_a": sums[comp] / sizes[comp]}
-        if frame.shape[0] == 2:
-            cols.update(fit_slave(frame[1], fit.x, fit.y, sigma_aux if sigma_aux is not None else sigma, sigma,
-                                  alpha_aux, aux_neighbours, aux_max_shift))
-            found = np.isfinite(cols["A_aux"])  # rows whose auxilin window lies inside the image
-            cols = {k: v[found] for k, v in cols.items()}
-        else:
-            n_det = len(fit.x)
-            cols.update({c: np.zeros(n_det, bool) if c == "isPSF_aux" else np.full(n_det, np.nan)
-                         for c in AUX_COLUMNS})
-        table = pd.DataFrame(cols)  # built once from arrays: cheaper than adding columns to a frame
+        table = spot_table(frame, fit, xs, ys, labels, sigma, sigma_aux, alpha_aux, aux_neighbours, aux_max_shift)
     if table is None:
         table = _empty_frame_table()
     return (table, det_mask) if return_mask else table
+
+
+def spot_table(frame: np.ndarray, fit: FitResult, xs: np.ndarray, ys: np.ndarray, labels: np.ndarray, sigma: float,
+               sigma_aux: float | None, alpha_aux: float, aux_neighbours: bool, aux_max_shift: float) -> pd.DataFrame:
+    """The detection table of one frame (:func:`detect_frame`'s columns) from its clathrin fits
+    ``fit`` at candidate pixels (xs, ys): the fits, the size and mean intensity of the ``labels``
+    component under each candidate (``mask_n`` / ``mask_a``; 0 and NaN off the mask) and, where
+    ``frame`` holds an auxilin channel, the auxilin fitted at the spots (:func:`fit_slave`; rows
+    whose auxilin window leaves the image are dropped)."""
+    img = frame[0]
+    comp = labels[ys, xs]
+    sizes = np.bincount(labels.ravel())
+    sums = np.bincount(labels.ravel(), weights=img.ravel())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mask_n = np.where(comp > 0, sizes[comp], 0).astype(np.int64)
+        mask_a = np.where(comp > 0, sums[comp] / sizes[comp], np.nan)
+    cols = {
+        "x": fit.x, "y": fit.y, "A": fit.A, "c": fit.c, "x_pstd": fit.x_pstd, "y_pstd": fit.y_pstd,
+        "A_pstd": fit.A_pstd, "c_pstd": fit.c_pstd, "sigma_r": fit.sigma_r,
+        "SE_sigma_r": fit.SE_sigma_r, "RSS": fit.RSS, "pval_A": fit.pval_A, "isPSF": ~fit.hval_AD,
+        "x_init": xs.astype(np.int64), "y_init": ys.astype(np.int64), "mask_n": mask_n, "mask_a": mask_a}
+    if frame.shape[0] == 2:
+        cols.update(fit_slave(frame[1], fit.x, fit.y, sigma_aux if sigma_aux is not None else sigma, sigma,
+                              alpha_aux, aux_neighbours, aux_max_shift))
+        found = np.isfinite(cols["A_aux"])  # rows whose auxilin window lies inside the image
+        cols = {k: v[found] for k, v in cols.items()}
+    else:
+        n_det = len(fit.x)
+        cols.update({c: np.zeros(n_det, bool) if c == "isPSF_aux" else np.full(n_det, np.nan)
+                     for c in AUX_COLUMNS})
+    return pd.DataFrame(cols)  # built once from arrays: cheaper than adding columns to a frame
 
 
 def fit_slave(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, sigma_master: float,
