@@ -21,7 +21,9 @@
   :func:`movie_to_tracks` runs the ingest's detect -> link -> process.
 * Oracle linking: :func:`oracle_link` links detections by the true track each one matches, so
   a movie scored once with the linker and once with the oracle splits what linking costs from
-  what detection, fitting and labelling cost.
+  what detection, fitting and labelling cost. :func:`oracle_detect` is the perfect detector
+  (every true spot fitted at its true position, kept where significant); linked by the oracle,
+  it scores what the labels reach when neither detection nor linking errs.
 """
 from __future__ import annotations
 
@@ -596,6 +598,52 @@ def oracle_link(detections: pd.DataFrame, truth_detections: pd.DataFrame, max_di
     alone = np.flatnonzero(label < 0)
     label[alone] = (label.max() + 1 if len(label) else 0) + np.arange(alone.size)
     det["track_id"], det["compound_id"] = renumber(det, label, label)
+    return det
+
+
+def oracle_detect(movie, truth_detections: pd.DataFrame, masks: np.ndarray, cfg: dict | None = None) -> pd.DataFrame:
+    """The detection table of a perfect detector: every true clathrin spot (A > 0) fitted at its
+    true position, its amplitude and background solved with the frame's other significant true
+    spots in the model (``fit_slave``'s crowded fits with positions held: two pits closer than
+    sigma stay one source, the resolution limit), and kept where that amplitude passes the
+    detection's test (p < 0.05 at ``detection.alpha``); the auxilin fitted there as detection
+    fits it (``fit_slave``, the true spots as neighbours). Columns as ``detect_movie``'s
+    (``mask_n`` / ``mask_a`` from the component of the detection ``masks`` under the spot, 0 and
+    NaN off them). Linked by :func:`oracle_link` and processed, it scores what the labels reach
+    when neither detection (missed and blended pits, position errors) nor linking errs. The PSF
+    sigmas are the configured ones (``detection.sigma_clathrin`` / ``sigma_aux``, else from the
+    optics)."""
+    from scipy import ndimage
+
+    from domains.cme.tracking.detect import (P_SIGNIFICANT, FitResult, detection_config, fit_slave, movie_array,
+                                             spot_table)
+
+    _require(truth_detections, ("frame", "x", "y", "A_clathrin"), "true detections")
+    data = movie_array(movie)
+    dcfg = detection_config(cfg)
+    s_cla, s_aux = (dcfg.model_sigma(s) for s in dcfg.sigmas(float(getattr(movie, "pixel_size_um", 0.08))))
+    npx = (2 * math.ceil(4 * s_cla) + 1) ** 2
+    truth = truth_detections[truth_detections["A_clathrin"] > 0]
+    tables = []
+    for t, spots in truth.groupby("frame", sort=True):
+        frame = data[int(t)].astype(np.float64)
+        x, y = spots["x"].to_numpy(float), spots["y"].to_numpy(float)
+        f = fit_slave(frame[0], x, y, s_cla, s_cla, dcfg.alpha, neighbours=True, max_shift=0.0)
+        n = len(x)
+        fit = FitResult(ok=np.isfinite(f["A_aux"]), x=x, y=y, A=f["A_aux"], c=f["c_aux"], x_pstd=np.zeros(n),
+                        y_pstd=np.zeros(n), A_pstd=f["A_pstd_aux"], c_pstd=f["c_pstd_aux"], sigma_r=f["sigma_r_aux"],
+                        SE_sigma_r=f["SE_sigma_r_aux"], RSS=f["RSS_aux"], pval_A=f["pval_A_aux"],
+                        hval_AD=~f["isPSF_aux"], npx=np.full(n, npx))
+        with np.errstate(invalid="ignore"):
+            fit = fit.take(np.flatnonzero(fit.ok & (fit.pval_A < P_SIGNIFICANT)))
+        xs, ys = np.round(fit.x).astype(np.int64), np.round(fit.y).astype(np.int64)
+        labels, _ = ndimage.label(masks[int(t)])
+        tab = spot_table(frame, fit, xs, ys, labels, s_cla, s_aux, dcfg.alpha_aux, dcfg.aux_neighbours,
+                         dcfg.slave_max_shift)
+        tab.insert(0, "frame", np.int64(t))
+        tables.append(tab)
+    det = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["frame", "x", "y"])
+    det["sigma"], det["sigma_aux"] = s_cla, (s_aux if data.shape[1] == 2 else np.nan)
     return det
 
 
