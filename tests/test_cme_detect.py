@@ -384,17 +384,17 @@ def test_slave_fit_does_not_credit_a_neighbours_burst():
 def test_oracle_detect_fits_the_true_spots_where_they_are():
     """``accuracy.oracle_detect`` (the perfect detector of the accuracy bounds) on a hand-made movie:
     a bright pit a, a pit b 2.8 px from it, a pit c with no light above the noise and a pit d whose
-    window leaves the image, over 8 frames of EMCCD noise, with auxilin at b in frame 2 only. Every
-    significant true spot is fitted at its true position with detect_movie's columns, and b's burst
-    stays on b (it is in a's auxilin model)."""
+    window leaves the image, over 16 frames of EMCCD noise, with an auxilin burst at b in frames 2-5.
+    Every significant true spot is fitted at its true position with detect_movie's columns, b with
+    a in its model, and b's burst stays on b (it is in a's auxilin model)."""
     from domains.cme.tracking.movie_io import Movie
 
     rng = np.random.default_rng(11)
-    pits = [(20.3, 22.6, 3000.0), (23.1, 22.9, 2000.0), (45.2, 40.7, 1.0), (2.5, 30.0, 3000.0)]
+    pits = [(20.3, 22.6, 3000.0), (23.1, 22.9, 2500.0), (45.2, 40.7, 1.0), (2.5, 30.0, 3000.0)]
     xs, ys, amps = (np.array(v) for v in zip(*pits))
-    n_frames, shape = 8, (64, 64)
-    data = np.array([[emccd(render(shape, xs, ys, amps, 1.2, 300), rng),
-                      emccd(render(shape, xs, ys, [0.0, 2500.0 * (t == 2), 0.0, 0.0], 1.1, 300), rng)]
+    n_frames, shape, burst = 16, (64, 64), [2, 3, 4, 5]
+    data = np.array([[emccd(render(shape, xs, ys, amps, 1.2, 200), rng),
+                      emccd(render(shape, xs, ys, [0.0, 2500.0 * (t in burst), 0.0, 0.0], 1.1, 300), rng)]
                      for t in range(n_frames)])
     movie = Movie(data, 1.0, 0.1, "hand")
     truth = pd.DataFrame([{"frame": t, "track_id": i, "x": x, "y": y, "A_clathrin": a}
@@ -406,16 +406,16 @@ def test_oracle_detect_fits_the_true_spots_where_they_are():
     assert det.columns.tolist() == detect_movie(movie, cfg).columns.tolist()
     # a and b in every frame at their true positions; c has no signal, d's window leaves the image
     assert det[["frame", "x", "y"]].to_numpy().tolist() == [[t, x, y] for t in range(n_frames) for x, y, _ in pits[:2]]
-    A = det["A"].to_numpy().reshape(n_frames, 2)
-    # each fit's sd is 8-13 % here; b is fitted with a in its model (alone, a's light inflates
-    # b's residual and b fails the amplitude test next to it), and a does not take b's light
-    assert 0.85 < np.median(A[:, 0]) / 3000 < 1.1
-    assert 0.85 < np.median(A[:, 1]) / 2000 < 1.1
     assert np.all(det["pval_A"] < 0.05)
     assert det["sigma"].unique().tolist() == [pytest.approx(math.sqrt(1.2 ** 2 + 1 / 12))]
+    # medians over the frames: over 60 seeds 0.84-1.03 of the true amplitude for both; b fitted
+    # without a in its model (a's flank added) gives 1.01-1.16, median 1.10
+    A = det["A"].to_numpy().reshape(n_frames, 2)
+    assert 0.8 < np.median(A[:, 0]) / 3000 < 1.08
+    assert 0.8 < np.median(A[:, 1]) / 2500 < 1.05
     pval_aux = det["pval_A_aux"].to_numpy().reshape(n_frames, 2)
-    assert pval_aux[2, 1] < 1e-6 and pval_aux[2, 0] >= 0.05
-    assert det["A_aux"].to_numpy()[5] == pytest.approx(2500 * 0.98, rel=0.12)
+    assert np.all(pval_aux[burst, 1] < 1e-6) and np.all(pval_aux[burst, 0] >= 0.05)
+    assert 0.65 < np.median(det["A_aux"].to_numpy().reshape(n_frames, 2)[burst, 1]) / 2500 < 1.15
     assert det["mask_n"].tolist() == [0, 0, 25] + [0] * (2 * n_frames - 3)
     assert det["mask_a"].to_numpy()[2] == pytest.approx(data[1, 0, 20:25, 18:23].mean())
     assert np.isnan(np.delete(det["mask_a"].to_numpy(), 2)).all()
