@@ -604,7 +604,7 @@ def oracle_link(detections: pd.DataFrame, truth_detections: pd.DataFrame, max_di
 def oracle_detect(movie, truth_detections: pd.DataFrame, masks: np.ndarray, cfg: dict | None = None) -> pd.DataFrame:
     """The detection table of a perfect detector: every true clathrin spot (A > 0) fitted at its
     true position, its amplitude and background solved with the frame's other significant true
-    spots in the model (``fit_slave``'s crowded fits with positions held: two pits closer than
+    spots in the model (``fit_at_positions``' crowded fits with positions held: two pits closer than
     sigma stay one source, the resolution limit), and kept where that amplitude passes the
     detection's test (p < 0.05 at ``detection.alpha``); the auxilin fitted there as detection
     fits it (``fit_slave``, the true spots as neighbours). Columns as ``detect_movie``'s
@@ -615,25 +615,19 @@ def oracle_detect(movie, truth_detections: pd.DataFrame, masks: np.ndarray, cfg:
     optics)."""
     from scipy import ndimage
 
-    from domains.cme.tracking.detect import (P_SIGNIFICANT, FitResult, detection_config, fit_slave, movie_array,
+    from domains.cme.tracking.detect import (P_SIGNIFICANT, detection_config, fit_at_positions, movie_array,
                                              spot_table)
 
     _require(truth_detections, ("frame", "x", "y", "A_clathrin"), "true detections")
     data = movie_array(movie)
     dcfg = detection_config(cfg)
     s_cla, s_aux = (dcfg.model_sigma(s) for s in dcfg.sigmas(float(getattr(movie, "pixel_size_um", 0.08))))
-    npx = (2 * math.ceil(4 * s_cla) + 1) ** 2
     truth = truth_detections[truth_detections["A_clathrin"] > 0]
     tables = []
     for t, spots in truth.groupby("frame", sort=True):
         frame = data[int(t)].astype(np.float64)
         x, y = spots["x"].to_numpy(float), spots["y"].to_numpy(float)
-        f = fit_slave(frame[0], x, y, s_cla, s_cla, dcfg.alpha, neighbours=True, max_shift=0.0)
-        n = len(x)
-        fit = FitResult(ok=np.isfinite(f["A_aux"]), x=x, y=y, A=f["A_aux"], c=f["c_aux"], x_pstd=np.zeros(n),
-                        y_pstd=np.zeros(n), A_pstd=f["A_pstd_aux"], c_pstd=f["c_pstd_aux"], sigma_r=f["sigma_r_aux"],
-                        SE_sigma_r=f["SE_sigma_r_aux"], RSS=f["RSS_aux"], pval_A=f["pval_A_aux"],
-                        hval_AD=~f["isPSF_aux"], npx=np.full(n, npx))
+        fit = fit_at_positions(frame[0], x, y, s_cla, s_cla, dcfg.alpha, neighbours=True, max_shift=0.0)
         with np.errstate(invalid="ignore"):
             fit = fit.take(np.flatnonzero(fit.ok & (fit.pval_A < P_SIGNIFICANT)))
         xs, ys = np.round(fit.x).astype(np.int64), np.round(fit.y).astype(np.int64)

@@ -1622,12 +1622,27 @@ def spot_table(frame: np.ndarray, fit: FitResult, xs: np.ndarray, ys: np.ndarray
 
 def fit_slave(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, sigma_master: float,
               alpha: float = 0.05, neighbours: bool = True, max_shift: float = 3.0) -> dict[str, np.ndarray]:
-    """Fit the slave channel at master positions as cmeAnalysis ``runDetection``.
+    """The slave-channel columns (``x_aux`` .. ``isPSF_aux``) of :func:`fit_at_positions` at
+    master positions; NaN (``isPSF_aux`` False) where a spot's window leaves the image."""
+    res = fit_at_positions(img, x, y, sigma, sigma_master, alpha, neighbours, max_shift)
+    out = {"x_aux": res.x, "y_aux": res.y, "A_aux": res.A, "c_aux": res.c, "A_pstd_aux": res.A_pstd,
+           "c_pstd_aux": res.c_pstd, "sigma_r_aux": res.sigma_r, "SE_sigma_r_aux": res.SE_sigma_r,
+           "RSS_aux": res.RSS, "pval_A_aux": res.pval_A, "isPSF_aux": ~res.hval_AD}
+    for k, v in out.items():
+        if k != "isPSF_aux":
+            v[~res.ok] = np.nan
+    return out
+
+
+def fit_at_positions(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, sigma_master: float,
+                     alpha: float = 0.05, neighbours: bool = True, max_shift: float = 3.0) -> FitResult:
+    """Fit a channel at given (master) positions as cmeAnalysis ``runDetection`` fits the slave;
+    ``ok`` marks the spots whose fixed-position window lies inside the image.
 
     A fixed-position 'Ac' fit, then a free 'xyAc' fit started from it; the free fit is kept
     where it moved less than ``max_shift`` sigma_master (cmeAnalysis: 3; the pipeline passes
-    :attr:`DetectionConfig.slave_max_shift`, default 1) and gave a larger amplitude. Spots
-    whose window leaves the image get NaN. Keeping the larger of two fits,
+    :attr:`DetectionConfig.slave_max_shift`, default 1) and gave a larger amplitude; 0 holds
+    every position (the free fits are then computed and never kept). Keeping the larger of two fits,
     one of which may wander 3-4 px, picks noise peaks and neighbours' signal: on auxilin-free
     track frames at real pit density the amplitude z-score A / A_pstd has a mean of +1.1 and
     7 % of values above 3 (0.13 % for a normal); with ``max_shift=1`` (auxilin at the pit lies
@@ -1666,13 +1681,8 @@ def fit_slave(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, sigma
         _fit_slave_crowded(img, np.asarray(x, float), np.asarray(y, float), sigma, sigma_master, alpha, res, bad,
                            signal, resid, max_shift)
     res.hval_AD = ad_reject_normal(resid, res.sigma_r)  # False where a spot has no window (NaN rows)
-    out = {"x_aux": res.x, "y_aux": res.y, "A_aux": res.A, "c_aux": res.c, "A_pstd_aux": res.A_pstd,
-           "c_pstd_aux": res.c_pstd, "sigma_r_aux": res.sigma_r, "SE_sigma_r_aux": res.SE_sigma_r,
-           "RSS_aux": res.RSS, "pval_A_aux": res.pval_A, "isPSF_aux": ~res.hval_AD}
-    for k, v in out.items():
-        if k != "isPSF_aux":
-            v[bad] = np.nan
-    return out
+    res.ok = ~bad
+    return res
 
 
 def _fit_slave_crowded(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float, sigma_master: float,
